@@ -1,0 +1,123 @@
+"""`KeepaliveConfig`: what kernel keepalive should do, as a validated, hashable value.
+
+Pure: no sockets, no clock. Platform limits (units, ranges) are checked later, when a config is
+turned into a plan for one platform (`keepalive.platforms`), still before any option is set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from keepalive._validate import positive_int, positive_seconds
+
+if TYPE_CHECKING:
+    from keepalive.platforms import Platform
+
+__all__ = ["DEFAULT_COUNT", "DEFAULT_IDLE", "DEFAULT_INTERVAL", "KeepaliveConfig"]
+
+#: Defaults: detect a dead idle peer within 110 s, and send the first probe well before the
+#: shortest common middlebox idle timeouts (Azure 240 s, AWS NLB/NAT gateway 350 s).
+DEFAULT_IDLE = 60.0
+DEFAULT_INTERVAL = 10.0
+DEFAULT_COUNT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveConfig:
+    """Kernel keepalive settings, in seconds (int or float) and a probe count.
+
+    - ``idle``: silence before the first probe (Linux TCP_KEEPIDLE, macOS TCP_KEEPALIVE).
+    - ``interval``: time between unanswered probes (TCP_KEEPINTVL).
+    - ``count``: unanswered probes before the connection is dropped (TCP_KEEPCNT).
+    - ``user_timeout``: the longest that sent data may stay unacknowledged before the connection
+      is dropped (Linux TCP_USER_TIMEOUT, macOS TCP_RXT_CONNDROPTIME, Windows TCP_MAXRT); None
+      leaves the system default (on Linux: the retransmission limit, about 15 minutes).
+      Keepalive probes only run while nothing is in flight: this bounds the other case.
+    """
+
+    idle: float = DEFAULT_IDLE
+    interval: float = DEFAULT_INTERVAL
+    count: int = DEFAULT_COUNT
+    user_timeout: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise through object.__setattr__ so 60 and 60.0 compare and hash equal.
+        object.__setattr__(self, "idle", positive_seconds("idle", self.idle))
+        object.__setattr__(self, "interval", positive_seconds("interval", self.interval))
+        object.__setattr__(self, "count", positive_int("count", self.count))
+        if self.user_timeout is not None:
+            object.__setattr__(
+                self, "user_timeout", positive_seconds("user_timeout", self.user_timeout)
+            )
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def probing_time(self) -> float:
+        """``idle + interval * count``: when keepalive alone drops a silent idle connection."""
+        return self.idle + self.interval * self.count
+
+    @property
+    def recommended_user_timeout(self) -> float:
+        """A user timeout that matches keepalive: ``idle + interval * count``.
+
+        Cloudflare's "When TCP sockets refuse to die" recommends this value: unacknowledged data
+        then gives up no later than an idle connection would.
+        """
+        return self.probing_time
+
+    def with_user_timeout(self, user_timeout: float | None = None) -> KeepaliveConfig:
+        """A copy with ``user_timeout`` set (by default to :attr:`recommended_user_timeout`)."""
+        value = self.recommended_user_timeout if user_timeout is None else user_timeout
+        return replace(self, user_timeout=value)
+
+    @property
+    def detection_bound(self) -> float:
+        """Worst-case seconds to detect a dead idle peer on the running platform.
+
+        Uses the values the platform actually stores (rounded up to its units; Windows' fixed
+        probe count where it applies) and its rules: on Linux a set TCP_USER_TIMEOUT replaces
+        ``count`` (the connection dies at the first probe tick at least ``user_timeout`` after
+        the last inbound byte, which can be sooner or later than ``idle + interval * count``).
+        """
+        from keepalive.platforms import current  # noqa: PLC0415 - avoid an import cycle
+
+        return self.detection_bound_on(current())
+
+    def detection_bound_on(self, platform: Platform) -> float:
+        """:attr:`detection_bound` for a given platform description."""
+        return platform.detection_bound(self)
+
+    # -- constructors from goals ----------------------------------------------------------
+
+    @classmethod
+    def before_idle_timeout(
+        cls,
+        idle_timeout: float,
+        *,
+        count: int = DEFAULT_COUNT,
+        margin: float = 0.2,
+        user_timeout: bool = True,
+    ) -> KeepaliveConfig:
+        """Settings whose probes keep a flow alive through a middlebox that forgets flows
+        silent for ``idle_timeout`` seconds (e.g. 350 for AWS NAT gateway and NLB).
+
+        The first probe fires at ``idle_timeout * (1 - margin)`` (whole seconds, at least 1),
+        and so does every later one (``interval`` is never longer than that), so a probe
+        always crosses the middlebox before it forgets the flow. With ``user_timeout`` the
+        unacknowledged-data timeout is set to the same detection time.
+        """
+        timeout = positive_seconds("idle_timeout", idle_timeout)
+        fraction = positive_seconds("margin", margin, allow_zero=True)
+        if fraction >= 1:
+            from keepalive.errors import InvalidSetting  # noqa: PLC0415
+
+            raise InvalidSetting("margin", margin, "a fraction in [0, 1)")
+        idle = max(1.0, float(math.floor(timeout * (1 - fraction))))
+        # Probes every tenth of the idle timeout (at least 1 s, at most 75 s, the Linux default),
+        # so `count` missing probes are noticed quickly without flooding the path.
+        interval = min(idle, max(1.0, min(75.0, float(math.floor(timeout / 10)))))
+        cfg = cls(idle=idle, interval=interval, count=count)
+        return cfg.with_user_timeout() if user_timeout else cfg

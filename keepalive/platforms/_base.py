@@ -1,0 +1,304 @@
+"""The vocabulary shared by every platform module: option descriptions, plans, results.
+
+A *platform* is pure data plus small functions: which per-socket options exist on one OS
+family (and on the running Python), their units and ranges, and how to turn a
+`KeepaliveConfig` into a *plan*, the exact list of socket operations to perform. Nothing
+here touches a socket; `keepalive.sockets` carries plans out.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from keepalive.config import KeepaliveConfig
+from keepalive.errors import InvalidSetting, UnsupportedOption
+
+__all__ = [
+    "SETTINGS",
+    "DefaultSource",
+    "IoctlCall",
+    "Operation",
+    "OptionSpec",
+    "Plan",
+    "Platform",
+    "SetOption",
+    "Setting",
+    "SettingResult",
+    "Status",
+]
+
+Setting = Literal["idle", "interval", "count", "user_timeout"]
+SETTINGS: tuple[Setting, ...] = ("idle", "interval", "count", "user_timeout")
+
+_UNIT_NAMES = {1: "s", 1000: "ms"}
+
+
+class Status(str, enum.Enum):
+    """How a requested setting fared on a platform."""
+
+    HONOURED = "honoured"  # stored exactly as requested
+    APPROXIMATED = "approximated"  # stored rounded up to the OS's unit, or a fixed OS value
+    UNSUPPORTED = "unsupported"  # not settable per socket here; the system value applies
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One per-socket option: ``setsockopt(level, optname, native_value)``.
+
+    ``scale`` is native units per second (1 for seconds, 1000 for milliseconds); counts use 1
+    with ``is_count``. ``minimum``/``maximum`` are in native units, as the kernel checks them.
+    """
+
+    setting: Setting
+    name: str
+    level: int
+    optname: int
+    minimum: int
+    maximum: int
+    scale: int = 1
+    is_count: bool = False
+    readable: bool = True
+    since: str = ""
+    source: str = ""
+
+    @property
+    def unit(self) -> str:
+        return "probes" if self.is_count else _UNIT_NAMES.get(self.scale, f"1/{self.scale} s")
+
+    def encode(self, value: float) -> int:
+        """Native value for ``value`` seconds (or probes): rounded up, never down to 0."""
+        if self.is_count:
+            return int(value)
+        # round() first so 0.1 s -> 100 ms, not 101 ms, through binary floating point.
+        return max(1, math.ceil(round(value * self.scale, 6)))
+
+    def decode(self, native: int) -> float | int:
+        return native if self.is_count else native / self.scale
+
+    def describe_range(self) -> str:
+        low, high = self.decode(self.minimum), self.decode(self.maximum)
+        unit = "probes" if self.is_count else "s"
+        granularity = "" if self.is_count or self.scale == 1 else f" in steps of 1/{self.scale} s"
+        if self.scale == 1 and not self.is_count:
+            granularity = " (whole seconds; fractions are rounded up)"
+        return f"{_fmt(low)}..{_fmt(high)} {unit}{granularity}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetOption:
+    """``sock.setsockopt(level, optname, value)``."""
+
+    level: int
+    optname: int
+    value: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IoctlCall:
+    """``sock.ioctl(control, value)`` (Windows only)."""
+
+    control: int
+    value: tuple[int, int, int]
+    name: str
+
+
+Operation = SetOption | IoctlCall
+
+
+@dataclass(frozen=True, slots=True)
+class SettingResult:
+    """What happened to one requested setting.
+
+    ``requested`` is what the config asked for, ``stored`` what the OS keeps (in seconds, or
+    probes), ``option`` the option that carries it, ``detail`` a human explanation of any
+    approximation or lack of support.
+    """
+
+    setting: Setting
+    requested: float | int
+    stored: float | int | None
+    status: Status
+    option: str | None = None
+    detail: str = ""
+
+    @property
+    def honoured(self) -> bool:
+        return self.status is Status.HONOURED
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The socket operations that apply a config on one platform, and the expected outcome."""
+
+    platform: str
+    operations: tuple[Operation, ...]
+    results: tuple[SettingResult, ...]
+
+    def result(self, setting: Setting) -> SettingResult | None:
+        for item in self.results:
+            if item.setting == setting:
+                return item
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultSource:
+    """Where the OS keeps a system-wide default, and its documented value.
+
+    ``kind`` is ``"procfs"`` (a file), ``"sysctl"`` (a sysctl name), ``"registry"`` (a value
+    under HKLM), or ``"fixed"`` (not configurable); ``scale`` converts the stored number to
+    seconds (1000 for milliseconds).
+    """
+
+    setting: Setting
+    kind: Literal["procfs", "sysctl", "registry", "fixed"]
+    location: str
+    documented: float | int | None
+    scale: int = 1
+
+
+def _fmt(value: float | int) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Everything this library knows about per-socket keepalive on one OS family.
+
+    Most platforms are "one option per setting"; Windows before 1709 (an ioctl carrying idle
+    and interval together) and Solaris before 11.4 (thresholds) override :meth:`_plan_options`.
+    """
+
+    name: str
+    family: str
+    sol_socket: int
+    so_keepalive: int
+    ipproto_tcp: int
+    options: Mapping[Setting, OptionSpec]
+    unsupported: Mapping[Setting, str] = field(default_factory=dict)
+    defaults: tuple[DefaultSource, ...] = ()
+    #: Linux: a set TCP_USER_TIMEOUT replaces TCP_KEEPCNT in deciding when keepalive gives up.
+    user_timeout_replaces_count: bool = False
+    #: Values that cannot be changed per socket but are fixed and known (Windows' probe count).
+    fixed: Mapping[Setting, float | int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def plan(self, cfg: KeepaliveConfig, *, strict: bool = True) -> Plan:
+        """The operations that apply ``cfg`` here; raises before any I/O when it cannot.
+
+        Out-of-range values raise :class:`InvalidSetting` whatever ``strict`` says (a value
+        the kernel would refuse is a bad setting). Settings this platform cannot set per socket
+        raise :class:`UnsupportedOption` when ``strict``, else are reported as unsupported.
+        """
+        operations: list[Operation] = [
+            SetOption(self.sol_socket, self.so_keepalive, 1, "SO_KEEPALIVE")
+        ]
+        results: list[SettingResult] = []
+        self._plan_options(cfg, strict, operations, results)
+        return Plan(self.name, tuple(operations), tuple(results))
+
+    def _plan_options(
+        self,
+        cfg: KeepaliveConfig,
+        strict: bool,
+        operations: list[Operation],
+        results: list[SettingResult],
+    ) -> None:
+        for setting in SETTINGS:
+            requested = getattr(cfg, setting)
+            if requested is None:
+                continue
+            spec = self.options.get(setting)
+            if spec is None:
+                results.append(self.missing(setting, requested, strict))
+                continue
+            native = self.check_range(spec, requested)
+            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
+            results.append(self.outcome(spec, requested, native))
+
+    def check_range(self, spec: OptionSpec, requested: float | int) -> int:
+        native = spec.encode(requested)
+        if not spec.minimum <= native <= spec.maximum:
+            raise InvalidSetting(
+                spec.setting,
+                requested,
+                spec.describe_range(),
+                platform=self.name,
+                hint=f"{spec.name} limit",
+            )
+        return native
+
+    @staticmethod
+    def outcome(spec: OptionSpec, requested: float | int, native: int) -> SettingResult:
+        stored = spec.decode(native)
+        if stored == requested:
+            return SettingResult(spec.setting, requested, stored, Status.HONOURED, spec.name)
+        return SettingResult(
+            spec.setting,
+            requested,
+            stored,
+            Status.APPROXIMATED,
+            spec.name,
+            f"{spec.name} is in {spec.unit}: {_fmt(requested)} s rounded up to {_fmt(stored)} s",
+        )
+
+    def missing(self, setting: Setting, requested: float | int, strict: bool) -> SettingResult:
+        """The result for a setting without a per-socket option (or raise when strict)."""
+        reason = self.unsupported.get(setting, "no per-socket option")
+        fixed = self.fixed.get(setting)
+        if fixed is not None and fixed == requested:
+            return SettingResult(setting, requested, fixed, Status.HONOURED, None, reason)
+        if strict:
+            raise UnsupportedOption(setting, self.name, reason)
+        if fixed is not None:
+            return SettingResult(setting, requested, fixed, Status.APPROXIMATED, None, reason)
+        return SettingResult(setting, requested, None, Status.UNSUPPORTED, None, reason)
+
+    # -- what a config means here -----------------------------------------------------------
+
+    def stored_value(self, cfg: KeepaliveConfig, setting: Setting) -> float | int | None:
+        """What this platform would store for ``setting`` (None: the system default applies)."""
+        result = self.plan(cfg, strict=False).result(setting)
+        return None if result is None else result.stored
+
+    def detection_bound(self, cfg: KeepaliveConfig) -> float:
+        """Worst-case seconds from the last inbound byte to a dead idle connection.
+
+        Settings that cannot be set here fall back to the platform's documented defaults.
+        """
+        idle = self._effective(cfg, "idle")
+        interval = self._effective(cfg, "interval")
+        count = self._effective(cfg, "count")
+        user_timeout = self.stored_value(cfg, "user_timeout")
+        if self.user_timeout_replaces_count and user_timeout:
+            # Linux tcp_keepalive_timer(): at each probe tick after the first probe, the
+            # connection dies once the time since the last inbound segment reaches the user
+            # timeout; TCP_KEEPCNT is then ignored. Ticks are at idle + k * interval, k >= 1.
+            ticks = max(1, math.ceil(round((user_timeout - idle) / interval, 6)))
+            return idle + interval * ticks
+        return idle + interval * count
+
+    def _effective(self, cfg: KeepaliveConfig, setting: Setting) -> float:
+        stored = self.stored_value(cfg, setting)
+        if stored is not None:
+            return float(stored)
+        for source in self.defaults:
+            if source.setting == setting and source.documented is not None:
+                return float(source.documented)
+        return float(getattr(cfg, setting))
+
+    def default_source(self, setting: Setting) -> DefaultSource | None:
+        for source in self.defaults:
+            if source.setting == setting:
+                return source
+        return None

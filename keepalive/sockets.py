@@ -1,0 +1,385 @@
+"""Carry out platform plans on real sockets: `configure`, `inspect`, `socket_options`.
+
+The only module that calls ``setsockopt``/``getsockopt``/``ioctl`` for kernel keepalive.
+Everything is validated (the config, the platform's ranges, the socket's kind) before the
+first option is set; if the OS refuses an option midway, the options already changed are put
+back as they were and the error names the option that failed.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
+
+from keepalive.config import KeepaliveConfig
+from keepalive.errors import (
+    InvalidSettingType,
+    InvalidSocket,
+    SocketOptionError,
+    UnsupportedOption,
+)
+from keepalive.platforms import (
+    SETTINGS,
+    IoctlCall,
+    Plan,
+    Platform,
+    SetOption,
+    Setting,
+    SettingResult,
+    Status,
+    current,
+)
+from keepalive.system import system_defaults
+
+__all__ = ["Applied", "KeepaliveState", "configure", "inspect", "socket_options"]
+
+
+class SocketLike(Protocol):
+    """What `configure` needs from a socket object (socket.socket, ssl.SSLSocket,
+    asyncio's TransportSocket all qualify)."""
+
+    family: Any
+    type: Any
+
+    def fileno(self) -> int: ...
+    def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
+    def getsockopt(self, level: int, optname: int, /) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What `configure` did: one :class:`SettingResult` per requested setting."""
+
+    platform: str
+    results: tuple[SettingResult, ...]
+
+    def __getitem__(self, setting: str) -> SettingResult:
+        for item in self.results:
+            if item.setting == setting:
+                return item
+        raise KeyError(setting)
+
+    def __iter__(self) -> Iterator[SettingResult]:
+        return iter(self.results)
+
+    def get(self, setting: str) -> SettingResult | None:
+        return next((item for item in self.results if item.setting == setting), None)
+
+    @property
+    def idle(self) -> SettingResult | None:
+        return self.get("idle")
+
+    @property
+    def interval(self) -> SettingResult | None:
+        return self.get("interval")
+
+    @property
+    def count(self) -> SettingResult | None:
+        return self.get("count")
+
+    @property
+    def user_timeout(self) -> SettingResult | None:
+        return self.get("user_timeout")
+
+    @property
+    def fully_honoured(self) -> bool:
+        """True when every setting is stored exactly as requested."""
+        return all(item.status is Status.HONOURED for item in self.results)
+
+    @property
+    def unsupported(self) -> tuple[SettingResult, ...]:
+        return tuple(item for item in self.results if item.status is Status.UNSUPPORTED)
+
+    @property
+    def approximated(self) -> tuple[SettingResult, ...]:
+        return tuple(item for item in self.results if item.status is Status.APPROXIMATED)
+
+    def __str__(self) -> str:
+        lines = [f"keepalive on {self.platform}:"]
+        for item in self.results:
+            stored = "-" if item.stored is None else f"{item.stored:g}"
+            line = f"  {item.setting:<12} requested {item.requested:g}, stored {stored}"
+            line += f" ({item.status}{', ' + item.option if item.option else ''})"
+            if item.detail and item.status is not Status.HONOURED:
+                line += f": {item.detail}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveState:
+    """Effective keepalive values of one socket, as the kernel reports them.
+
+    ``source`` says per setting where the value comes from: ``"socket"`` (read back from the
+    kernel; on Linux that is the system default until the socket sets its own value),
+    ``"system default"`` (this OS cannot read it back per socket) or ``"none"`` (no such
+    limit is in force, e.g. no user timeout).
+    """
+
+    platform: str
+    enabled: bool
+    idle: float | None
+    interval: float | None
+    count: int | None
+    user_timeout: float | None
+    source: dict[str, str]
+
+    @property
+    def detection_bound(self) -> float | None:
+        """``idle + interval * count`` when keepalive is on and all three are known."""
+        if not self.enabled or self.idle is None or self.interval is None or self.count is None:
+            return None
+        return self.idle + self.interval * self.count
+
+
+# -- socket checks ---------------------------------------------------------------------------
+
+
+class _Borrowed:
+    """A socket object built on a raw fd for the length of one call, detached afterwards so
+    the caller's descriptor is never closed."""
+
+    def __init__(self, fd: int) -> None:
+        try:
+            self.sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise InvalidSocket(f"file descriptor {fd} is not a socket: {exc}") from exc
+
+    def release(self) -> None:
+        self.sock.detach()
+
+
+def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
+    """The object to call socket methods on, and a borrowed wrapper to release (or None)."""
+    if isinstance(sock, bool):
+        raise InvalidSocket(f"expected a socket or a file descriptor, got {sock!r}")
+    if isinstance(sock, int):
+        if sock < 0:
+            raise InvalidSocket(f"file descriptor {sock} is not open")
+        borrowed = _Borrowed(sock)
+        return cast(SocketLike, borrowed.sock), borrowed
+    fileno = getattr(sock, "fileno", None)
+    if not callable(fileno):
+        raise InvalidSocket(
+            f"expected a socket (anything with fileno()) or a file descriptor, got "
+            f"{type(sock).__name__}"
+        )
+    if all(hasattr(sock, name) for name in ("setsockopt", "getsockopt", "family", "type")):
+        return cast(SocketLike, sock), None  # checked by duck typing above
+    fd = fileno()
+    if not isinstance(fd, int) or fd < 0:
+        raise InvalidSocket(f"{type(sock).__name__} is closed (fileno() = {fd!r})")
+    borrowed = _Borrowed(fd)
+    return cast(SocketLike, borrowed.sock), borrowed
+
+
+def _check_tcp(sock: SocketLike) -> None:
+    try:
+        fd = sock.fileno()
+    except OSError as exc:  # e.g. asyncio's TransportSocket after close
+        raise InvalidSocket(f"the socket is closed: {exc}") from exc
+    if fd < 0:
+        raise InvalidSocket("the socket is closed")
+    family = sock.family
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        raise InvalidSocket(f"keepalive applies to TCP sockets, not {_name(family)} sockets")
+    kind = sock.type
+    if kind != socket.SOCK_STREAM:
+        raise InvalidSocket(f"keepalive applies to TCP (SOCK_STREAM) sockets, not {_name(kind)}")
+
+
+def _name(value: object) -> str:
+    return getattr(value, "name", None) or str(value)
+
+
+# -- configure --------------------------------------------------------------------------------
+
+
+def _make_config(cfg: object, overrides: dict[str, float | int | None]) -> KeepaliveConfig:
+    if cfg is None:
+        return KeepaliveConfig(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    if not isinstance(cfg, KeepaliveConfig):
+        raise InvalidSettingType("cfg", cfg, "a keepalive.KeepaliveConfig (or keywords)")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
+
+
+def configure(
+    sock: object,
+    cfg: KeepaliveConfig | None = None,
+    *,
+    strict: bool = True,
+    idle: float | None = None,
+    interval: float | None = None,
+    count: int | None = None,
+    user_timeout: float | None = None,
+    platform: Platform | None = None,
+) -> Applied:
+    """Turn on kernel keepalive on ``sock`` and tune it; return what was applied.
+
+    ``sock`` is anything with ``fileno()`` (a socket, an ``ssl.SSLSocket``, an asyncio
+    transport's ``get_extra_info("socket")``) or a raw file descriptor. Give a
+    :class:`KeepaliveConfig`, keywords (the others take the config's defaults), or both
+    (keywords override the config's fields).
+
+    With ``strict=True`` (default) a setting this platform cannot honour raises
+    :class:`~keepalive.UnsupportedOption` before anything is changed; with ``strict=False``
+    the rest is applied and the result reports it. Values the OS stores in coarser units are
+    rounded up (never to 0) and reported as approximated. ``platform`` overrides the running
+    platform's description (for tests).
+    """
+    config = _make_config(
+        cfg,
+        {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
+    )
+    target = current() if platform is None else platform
+    plan = target.plan(config, strict=strict)
+    view, borrowed = _resolve(sock)
+    try:
+        _check_tcp(view)
+        _apply(view, plan)
+    finally:
+        if borrowed is not None:
+            borrowed.release()
+    return Applied(plan.platform, plan.results)
+
+
+def _apply(sock: SocketLike, plan: Plan) -> None:
+    previous: list[tuple[SetOption, int | None]] = []
+    for operation in plan.operations:
+        try:
+            if isinstance(operation, SetOption):
+                before = _read_quietly(sock, operation)
+                sock.setsockopt(operation.level, operation.optname, operation.value)
+                previous.append((operation, before))
+            else:
+                _ioctl(sock, operation)
+        except OSError as exc:
+            restored = _restore(sock, previous)
+            raise SocketOptionError(operation.name, exc, restored=restored) from exc
+
+
+def _ioctl(sock: SocketLike, call: IoctlCall) -> None:
+    ioctl = getattr(sock, "ioctl", None)
+    if ioctl is None:
+        raise OSError(0, f"{call.name} needs sock.ioctl(), which this socket object lacks")
+    ioctl(call.control, call.value)
+
+
+def _read_quietly(sock: SocketLike, option: SetOption) -> int | None:
+    try:
+        return sock.getsockopt(option.level, option.optname)
+    except OSError:
+        return None  # write-only option: cannot be restored, nothing to compare either
+
+
+def _restore(sock: SocketLike, applied: list[tuple[SetOption, int | None]]) -> bool:
+    ok = True
+    for operation, before in reversed(applied):
+        if before is None:
+            ok = False
+            continue
+        try:
+            sock.setsockopt(operation.level, operation.optname, before)
+        except OSError:
+            ok = False
+    return ok
+
+
+# -- inspect ----------------------------------------------------------------------------------
+
+
+def inspect(sock: object, *, platform: Platform | None = None) -> KeepaliveState:
+    """The keepalive values in force on ``sock``, read back from the kernel.
+
+    Where this OS cannot read a value back per socket (Windows before 1709, NetBSD), the
+    system default is reported and ``source`` says so.
+    """
+    target = current() if platform is None else platform
+    view, borrowed = _resolve(sock)
+    try:
+        _check_tcp(view)
+        return _read_state(view, target)
+    finally:
+        if borrowed is not None:
+            borrowed.release()
+
+
+def _read_state(sock: SocketLike, target: Platform) -> KeepaliveState:
+    try:
+        enabled = bool(sock.getsockopt(target.sol_socket, target.so_keepalive))
+    except OSError as exc:
+        raise SocketOptionError("SO_KEEPALIVE", exc, action="read") from exc
+    values: dict[str, float | int | None] = {}
+    source: dict[str, str] = {}
+    defaults = None
+    for setting in SETTINGS:
+        spec = target.options.get(setting)
+        if spec is not None and spec.readable:
+            try:
+                native = sock.getsockopt(spec.level, spec.optname)
+            except OSError as exc:
+                raise SocketOptionError(spec.name, exc, action="read") from exc
+            if setting == "user_timeout" and native == 0:
+                values[setting], source[setting] = None, "none"
+            else:
+                values[setting], source[setting] = spec.decode(native), "socket"
+            continue
+        if defaults is None:
+            defaults = system_defaults(platform=target)
+        values[setting] = getattr(defaults, setting)
+        source[setting] = "system default" if values[setting] is not None else "none"
+    return KeepaliveState(
+        platform=target.name,
+        enabled=enabled,
+        idle=_float(values["idle"]),
+        interval=_float(values["interval"]),
+        count=None if values["count"] is None else int(values["count"]),
+        user_timeout=_float(values["user_timeout"]),
+        source=source,
+    )
+
+
+def _float(value: float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- socket_options ---------------------------------------------------------------------------
+
+
+def socket_options(
+    cfg: KeepaliveConfig | None = None,
+    *,
+    strict: bool = True,
+    idle: float | None = None,
+    interval: float | None = None,
+    count: int | None = None,
+    user_timeout: float | None = None,
+    platform: Platform | None = None,
+) -> list[tuple[int, int, int]]:
+    """``[(level, optname, value), ...]`` that apply ``cfg`` with plain ``setsockopt`` calls.
+
+    The shape urllib3's and httpcore's ``socket_options`` take, starting with SO_KEEPALIVE.
+    Where this platform needs an ioctl (Windows before 1709), raises
+    :class:`~keepalive.UnsupportedOption`: call :func:`configure` on the socket instead.
+    """
+    config = _make_config(
+        cfg,
+        {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
+    )
+    target = current() if platform is None else platform
+    plan = target.plan(config, strict=strict)
+    options: list[tuple[int, int, int]] = []
+    for operation in plan.operations:
+        if isinstance(operation, IoctlCall):
+            settings: list[Setting] = ["idle", "interval"]
+            raise UnsupportedOption(
+                "/".join(settings),
+                target.name,
+                f"it needs the {operation.name} ioctl, which a (level, option, value) list "
+                "cannot carry; call keepalive.configure() on the socket instead",
+            )
+        options.append((operation.level, operation.optname, operation.value))
+    return options
