@@ -8,26 +8,39 @@ Three layers, each usable alone:
    (:mod:`keepalive.sync`, :mod:`keepalive.aio`);
 3. reconnect policies and supervised connections (:mod:`keepalive.reconnect`).
 
-``import keepalive`` stays light: it imports neither asyncio nor psutil.
+``import keepalive`` stays light: names are loaded on first use (PEP 562), and neither
+asyncio nor psutil is ever imported by it.
 """
 
 from __future__ import annotations
 
-from keepalive.config import KeepaliveConfig
-from keepalive.errors import (
-    InvalidSetting,
-    InvalidSettingType,
-    InvalidSocket,
-    KeepaliveError,
-    PeerUnresponsive,
-    SocketOptionError,
-    UnsupportedOption,
-)
-from keepalive.platforms import Platform, SettingResult, Status
-from keepalive.sockets import Applied, KeepaliveState, configure, inspect, socket_options
-from keepalive.system import SystemDefaults, system_defaults
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
+
+# public name -> module that defines it; loaded on first attribute access
+_EXPORTS: dict[str, str] = {
+    "KeepaliveConfig": "keepalive.config",
+    "KeepaliveError": "keepalive.errors",
+    "InvalidSetting": "keepalive.errors",
+    "InvalidSettingType": "keepalive.errors",
+    "InvalidSocket": "keepalive.errors",
+    "PeerUnresponsive": "keepalive.errors",
+    "SocketOptionError": "keepalive.errors",
+    "UnsupportedOption": "keepalive.errors",
+    "Platform": "keepalive.platforms",
+    "SettingResult": "keepalive.platforms",
+    "Status": "keepalive.platforms",
+    "Applied": "keepalive.sockets",
+    "KeepaliveState": "keepalive.sockets",
+    "configure": "keepalive.sockets",
+    "inspect": "keepalive.sockets",
+    "socket_options": "keepalive.sockets",
+    "SystemDefaults": "keepalive.system",
+    "system_defaults": "keepalive.system",
+}
+_SUBMODULES = frozenset({"aio", "sync", "testing", "diagnostics", "reconnect", "platforms"})
 
 __all__ = [
     "Applied",
@@ -50,3 +63,33 @@ __all__ = [
     "socket_options",
     "system_defaults",
 ]
+
+if TYPE_CHECKING:
+    from keepalive.config import KeepaliveConfig
+    from keepalive.errors import (
+        InvalidSetting,
+        InvalidSettingType,
+        InvalidSocket,
+        KeepaliveError,
+        PeerUnresponsive,
+        SocketOptionError,
+        UnsupportedOption,
+    )
+    from keepalive.platforms import Platform, SettingResult, Status
+    from keepalive.sockets import Applied, KeepaliveState, configure, inspect, socket_options
+    from keepalive.system import SystemDefaults, system_defaults
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keepalive.{name}")
+    raise AttributeError(f"module 'keepalive' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})

@@ -8,9 +8,12 @@ back as they were and the error names the option that failed.
 
 from __future__ import annotations
 
+import _socket
+import enum
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from keepalive.config import KeepaliveConfig
@@ -166,7 +169,9 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
             f"expected a socket (anything with fileno()) or a file descriptor, got "
             f"{type(sock).__name__}"
         )
-    if all(hasattr(sock, name) for name in ("setsockopt", "getsockopt", "family", "type")):
+    if isinstance(sock, _socket.socket) or all(
+        hasattr(type(sock), name) for name in ("setsockopt", "getsockopt", "family", "type")
+    ):
         return cast(SocketLike, sock), None  # checked by duck typing above
     fd = fileno()
     if not isinstance(fd, int) or fd < 0:
@@ -175,23 +180,40 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
     return cast(SocketLike, borrowed.sock), borrowed
 
 
-def _check_tcp(sock: SocketLike) -> None:
+_RAW_FAMILY = _socket.socket.family.__get__
+_RAW_TYPE = _socket.socket.type.__get__
+_RAW_PROTO = _socket.socket.proto.__get__
+
+
+def _check_tcp(sock: SocketLike) -> tuple[int, int]:
+    """Refuse anything but an open TCP socket; return (family, protocol) for caching."""
     try:
         fd = sock.fileno()
     except OSError as exc:  # e.g. asyncio's TransportSocket after close
         raise InvalidSocket(f"the socket is closed: {exc}") from exc
     if fd < 0:
         raise InvalidSocket("the socket is closed")
-    family = sock.family
+    if isinstance(sock, _socket.socket):  # plain ints, skipping socket.socket's enum wrapping
+        family, kind = _RAW_FAMILY(sock), _RAW_TYPE(sock)
+    else:
+        family, kind = sock.family, sock.type
     if family not in (socket.AF_INET, socket.AF_INET6):
-        raise InvalidSocket(f"keepalive applies to TCP sockets, not {_name(family)} sockets")
-    kind = sock.type
+        raise InvalidSocket(
+            f"keepalive applies to TCP sockets, not {_name(family, socket.AddressFamily)} sockets"
+        )
     if kind != socket.SOCK_STREAM:
-        raise InvalidSocket(f"keepalive applies to TCP (SOCK_STREAM) sockets, not {_name(kind)}")
+        raise InvalidSocket(
+            f"keepalive applies to TCP (SOCK_STREAM) sockets, not {_name(kind, socket.SocketKind)}"
+        )
+    proto = _RAW_PROTO(sock) if isinstance(sock, _socket.socket) else getattr(sock, "proto", 0)
+    return int(family), int(proto or 0)
 
 
-def _name(value: object) -> str:
-    return getattr(value, "name", None) or str(value)
+def _name(value: object, kind: type[enum.IntEnum]) -> str:
+    try:
+        return kind(value).name  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return str(value)
 
 
 # -- configure --------------------------------------------------------------------------------
@@ -230,23 +252,64 @@ def configure(
     rounded up (never to 0) and reported as approximated. ``platform`` overrides the running
     platform's description (for tests).
     """
-    config = _make_config(
-        cfg,
-        {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
-    )
-    target = current() if platform is None else platform
-    plan = target.plan(config, strict=strict)
+    last = _LAST_CALL[0]
+    if (
+        # The common call (one config object reused for every connection), kept close to the
+        # cost of the bare setsockopt calls: the same checks, without planning again.
+        last is not None
+        and last[0] is cfg
+        and last[1] is strict
+        and last[2] is platform
+        and type(sock) is socket.socket
+        and idle is interval is count is user_timeout is None
+        and sock.fileno() >= 0
+        and _RAW_TYPE(sock) == socket.SOCK_STREAM
+        and (last[3], _RAW_FAMILY(sock), _RAW_PROTO(sock)) in _PROVEN
+    ):
+        _apply_fast(cast(SocketLike, sock), last[3])
+        return last[4]
+    if type(cfg) is KeepaliveConfig and idle is interval is count is user_timeout is None:
+        config = cfg
+    else:
+        config = _make_config(
+            cfg,
+            {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
+        )
+    plan, applied = _plan(current() if platform is None else platform, config, strict)
     view, borrowed = _resolve(sock)
     try:
-        _check_tcp(view)
-        _apply(view, plan)
+        _apply(view, plan, _check_tcp(view))
     finally:
         if borrowed is not None:
             borrowed.release()
-    return Applied(plan.platform, plan.results)
+    if config is cfg:
+        _LAST_CALL[0] = (cfg, strict, platform, plan, applied)
+    return applied
 
 
-def _apply(sock: SocketLike, plan: Plan) -> None:
+# The last configure() call's arguments and plan (a one-entry cache; its plan is only used
+# once proven for the socket's family and protocol, so the family check comes with it).
+_LAST_CALL: list[tuple[object, bool, Platform | None, Plan, Applied] | None] = [None]
+
+
+@lru_cache(maxsize=256)
+def _plan(target: Platform, config: KeepaliveConfig, strict: bool) -> tuple[Plan, Applied]:
+    plan = target.plan(config, strict=strict)
+    return plan, Applied(plan.platform, plan.results)
+
+
+# Plans whose every operation the kernel has already accepted on a socket of the same kind.
+# The kernel checks these options against the option and value only (not the connection's
+# state), so a plan that worked once works again; it is then applied without first reading
+# each option back for a possible rollback, which would double the system calls.
+_PROVEN: set[tuple[Plan, int, int]] = set()
+_PROVEN_LIMIT = 1024
+
+
+def _apply(sock: SocketLike, plan: Plan, kind: tuple[int, int]) -> None:
+    if (plan, *kind) in _PROVEN:
+        _apply_fast(sock, plan)
+        return
     previous: list[tuple[SetOption, int | None]] = []
     for operation in plan.operations:
         try:
@@ -259,6 +322,29 @@ def _apply(sock: SocketLike, plan: Plan) -> None:
         except OSError as exc:
             restored = _restore(sock, previous)
             raise SocketOptionError(operation.name, exc, restored=restored) from exc
+    if len(_PROVEN) >= _PROVEN_LIMIT:
+        _PROVEN.clear()
+    _PROVEN.add((plan, *kind))
+
+
+def _apply_fast(sock: SocketLike, plan: Plan) -> None:
+    index = 0
+    try:
+        if plan.setsockopt_args is not None:
+            setsockopt = sock.setsockopt
+            for index, args in enumerate(plan.setsockopt_args):  # noqa: B007 - used on failure
+                setsockopt(*args)
+            return
+        for index, operation in enumerate(plan.operations):  # noqa: B007
+            if isinstance(operation, SetOption):
+                sock.setsockopt(operation.level, operation.optname, operation.value)
+            else:
+                _ioctl(sock, operation)
+    except OSError as exc:
+        # Only a socket-specific failure gets here (it was closed meanwhile, or a protocol
+        # variant refuses a proven option); the earlier values were not read, so say so.
+        failed = plan.operations[index]
+        raise SocketOptionError(failed.name, exc, restored=index == 0) from exc
 
 
 def _ioctl(sock: SocketLike, call: IoctlCall) -> None:
@@ -370,7 +456,7 @@ def socket_options(
         {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
     )
     target = current() if platform is None else platform
-    plan = target.plan(config, strict=strict)
+    plan, _applied = _plan(target, config, strict)
     options: list[tuple[int, int, int]] = []
     for operation in plan.operations:
         if isinstance(operation, IoctlCall):

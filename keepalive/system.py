@@ -8,8 +8,6 @@ only apply once SO_KEEPALIVE is on.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -63,7 +61,7 @@ def _read(item: DefaultSource) -> tuple[float | None, str]:
         return _documented(item, "fixed by the OS")
     try:
         raw = _read_raw(item)
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+    except (OSError, ValueError) as exc:  # subprocess errors are OSError or ValueError here
         return _documented(item, f"could not read {item.location}: {exc}")
     if raw is None:
         return _documented(item, f"{item.location} not set")
@@ -80,12 +78,22 @@ def _read_raw(item: DefaultSource) -> float | None:
         with open(item.location, encoding="ascii") as handle:
             return float(handle.read().split()[0])
     if item.kind == "sysctl":
-        tool = shutil.which("sysctl") or "/sbin/sysctl"
-        done = subprocess.run(
-            [tool, "-n", item.location], capture_output=True, text=True, timeout=5, check=True
-        )
-        return float(done.stdout.split()[0])
+        return _read_sysctl(item.location)
     return _read_registry(item.location)
+
+
+def _read_sysctl(name: str) -> float:
+    import shutil  # noqa: PLC0415 - only BSD and macOS need these; keep `import keepalive` fast
+    import subprocess  # noqa: PLC0415
+
+    tool = shutil.which("sysctl") or "/sbin/sysctl"
+    try:
+        done = subprocess.run(
+            [tool, "-n", name], capture_output=True, text=True, timeout=5, check=True
+        )
+    except subprocess.SubprocessError as exc:  # non-zero exit, timeout
+        raise OSError(f"sysctl -n {name} failed: {exc}") from exc
+    return float(done.stdout.split()[0])
 
 
 def _read_registry(location: str) -> float | None:

@@ -134,13 +134,23 @@ class SettingResult:
         return self.status is Status.HONOURED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity: plans are cached and looked up often
 class Plan:
     """The socket operations that apply a config on one platform, and the expected outcome."""
 
     platform: str
     operations: tuple[Operation, ...]
     results: tuple[SettingResult, ...]
+    #: ``(level, optname, value)`` for each operation when all are setsockopt calls, else None.
+    setsockopt_args: tuple[tuple[int, int, int], ...] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        args = tuple(
+            (op.level, op.optname, op.value) for op in self.operations if isinstance(op, SetOption)
+        )
+        object.__setattr__(
+            self, "setsockopt_args", args if len(args) == len(self.operations) else None
+        )
 
     def result(self, setting: Setting) -> SettingResult | None:
         for item in self.results:
@@ -166,10 +176,10 @@ class DefaultSource:
 
 
 def _fmt(value: float | int) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return str(int(value)) if float(value).is_integer() else str(round(float(value), 6))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity semantics: hashable, so plans can be cached
 class Platform:
     """Everything this library knows about per-socket keepalive on one OS family.
 

@@ -1,0 +1,5 @@
+"""``python -m keepalive``: see keepalive.cli."""
+
+from keepalive.cli import main
+
+raise SystemExit(main())
