@@ -39,11 +39,20 @@ _EXPORTS: dict[str, str] = {
     "socket_options": "keepalive.sockets",
     "SystemDefaults": "keepalive.system",
     "system_defaults": "keepalive.system",
+    "ConnectFailed": "keepalive.errors",
+    "HeartbeatConfig": "keepalive.heartbeat",
+    "Backoff": "keepalive.reconnect",
+    "connect": "keepalive.connect",
 }
-_SUBMODULES = frozenset({"aio", "sync", "testing", "diagnostics", "reconnect", "platforms"})
+_SUBMODULES = frozenset(
+    {"aio", "sync", "testing", "diagnostics", "reconnect", "platforms", "heartbeat", "connect"}
+)
 
 __all__ = [
     "Applied",
+    "Backoff",
+    "ConnectFailed",
+    "HeartbeatConfig",
     "InvalidSetting",
     "InvalidSettingType",
     "InvalidSocket",
@@ -59,6 +68,7 @@ __all__ = [
     "UnsupportedOption",
     "__version__",
     "configure",
+    "connect",
     "inspect",
     "socket_options",
     "system_defaults",
@@ -66,7 +76,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from keepalive.config import KeepaliveConfig
+    from keepalive.connect import connect
     from keepalive.errors import (
+        ConnectFailed,
         InvalidSetting,
         InvalidSettingType,
         InvalidSocket,
@@ -75,7 +87,9 @@ if TYPE_CHECKING:
         SocketOptionError,
         UnsupportedOption,
     )
+    from keepalive.heartbeat import HeartbeatConfig
     from keepalive.platforms import Platform, SettingResult, Status
+    from keepalive.reconnect import Backoff
     from keepalive.sockets import Applied, KeepaliveState, configure, inspect, socket_options
     from keepalive.system import SystemDefaults, system_defaults
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 __all__ = [
+    "ConnectFailed",
     "InvalidSetting",
     "InvalidSettingType",
     "InvalidSocket",
@@ -97,3 +98,17 @@ class SocketOptionError(KeepaliveError, OSError):
 
 class PeerUnresponsive(KeepaliveError, ConnectionError):
     """The peer did not answer the heartbeat in time: it is gone or unreachable."""
+
+
+class ConnectFailed(KeepaliveError, ConnectionError):
+    """Every connection attempt failed (or retrying stopped); ``attempts`` holds each cause.
+
+    ``attempts`` is a tuple of :class:`~keepalive.connect.AttemptFailure` (attempt number,
+    address tried, the error); ``reason`` says why retrying stopped: ``"exhausted"``,
+    ``"deadline"``, ``"cancelled"`` or ``"no retry"``. ``__cause__`` is the last error.
+    """
+
+    def __init__(self, message: str, attempts: tuple[object, ...], reason: str) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.reason = reason
