@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from keepalive._validate import positive_int, positive_seconds
+from keepalive.errors import InvalidSetting
 
 if TYPE_CHECKING:
     from keepalive.platforms import Platform
@@ -110,12 +111,14 @@ class KeepaliveConfig:
         unacknowledged-data timeout is set to the same detection time.
         """
         timeout = positive_seconds("idle_timeout", idle_timeout)
-        fraction = positive_seconds("margin", margin, allow_zero=True)
+        fraction = positive_seconds("margin", margin)
         if fraction >= 1:
-            from keepalive.errors import InvalidSetting  # noqa: PLC0415
-
-            raise InvalidSetting("margin", margin, "a fraction in [0, 1)")
+            raise InvalidSetting("margin", margin, "a fraction in (0, 1)")
         idle = max(1.0, float(math.floor(timeout * (1 - fraction))))
+        if idle >= timeout:  # whole seconds: nothing fits below a timeout of 1 s or less
+            raise InvalidSetting(
+                "idle_timeout", idle_timeout, "more than 1 s (probes are whole seconds)"
+            )
         # Probes every tenth of the idle timeout (at least 1 s, at most 75 s, the Linux default),
         # so `count` missing probes are noticed quickly without flooding the path.
         interval = min(idle, max(1.0, min(75.0, float(math.floor(timeout / 10)))))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import _socket
 import enum
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Protocol, cast
 
+from keepalive._validate import INT_MAX, flag
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import (
     InvalidSettingType,
@@ -142,13 +144,23 @@ class KeepaliveState:
 
 class _Borrowed:
     """A socket object built on a raw fd for the length of one call, detached afterwards so
-    the caller's descriptor is never closed."""
+    the caller's descriptor is never closed (nor left in another blocking mode)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: object) -> None:
+        if isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd <= INT_MAX:
+            raise InvalidSocket(f"{fd!r} is not an open file descriptor")
+        try:
+            blocking = os.get_blocking(fd)
+        except OSError as exc:
+            raise InvalidSocket(f"file descriptor {fd} is not open: {exc}") from exc
         try:
             self.sock = socket.socket(fileno=fd)
         except OSError as exc:
             raise InvalidSocket(f"file descriptor {fd} is not a socket: {exc}") from exc
+        finally:
+            # socket.socket() makes the fd non-blocking when a default timeout is set.
+            if os.get_blocking(fd) != blocking:
+                os.set_blocking(fd, blocking)
 
     def release(self) -> None:
         self.sock.detach()
@@ -159,8 +171,6 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
     if isinstance(sock, bool):
         raise InvalidSocket(f"expected a socket or a file descriptor, got {sock!r}")
     if isinstance(sock, int):
-        if sock < 0:
-            raise InvalidSocket(f"file descriptor {sock} is not open")
         borrowed = _Borrowed(sock)
         return cast(SocketLike, borrowed.sock), borrowed
     fileno = getattr(sock, "fileno", None)
@@ -173,8 +183,11 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
         hasattr(type(sock), name) for name in ("setsockopt", "getsockopt", "family", "type")
     ):
         return cast(SocketLike, sock), None  # checked by duck typing above
-    fd = fileno()
-    if not isinstance(fd, int) or fd < 0:
+    try:
+        fd = fileno()
+    except (OSError, ValueError) as exc:  # e.g. a closed file object
+        raise InvalidSocket(f"{type(sock).__name__} is closed: {exc}") from exc
+    if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
         raise InvalidSocket(f"{type(sock).__name__} is closed (fileno() = {fd!r})")
     borrowed = _Borrowed(fd)
     return cast(SocketLike, borrowed.sock), borrowed
@@ -275,7 +288,7 @@ def configure(
             cfg,
             {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
         )
-    plan, applied = _plan(current() if platform is None else platform, config, strict)
+    plan, applied = _plan(_platform(platform), config, flag("strict", strict))
     view, borrowed = _resolve(sock)
     try:
         _apply(view, plan, _check_tcp(view))
@@ -290,6 +303,14 @@ def configure(
 # The last configure() call's arguments and plan (a one-entry cache; its plan is only used
 # once proven for the socket's family and protocol, so the family check comes with it).
 _LAST_CALL: list[tuple[object, bool, Platform | None, Plan, Applied] | None] = [None]
+
+
+def _platform(platform: object) -> Platform:
+    if platform is None:
+        return current()
+    if not isinstance(platform, Platform):
+        raise InvalidSettingType("platform", platform, "a keepalive.Platform or None")
+    return platform
 
 
 @lru_cache(maxsize=256)
@@ -383,7 +404,7 @@ def inspect(sock: object, *, platform: Platform | None = None) -> KeepaliveState
     Where this OS cannot read a value back per socket (Windows before 1709, NetBSD), the
     system default is reported and ``source`` says so.
     """
-    target = current() if platform is None else platform
+    target = _platform(platform)
     view, borrowed = _resolve(sock)
     try:
         _check_tcp(view)
@@ -455,8 +476,8 @@ def socket_options(
         cfg,
         {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout},
     )
-    target = current() if platform is None else platform
-    plan, _applied = _plan(target, config, strict)
+    target = _platform(platform)
+    plan, _applied = _plan(target, config, flag("strict", strict))
     options: list[tuple[int, int, int]] = []
     for operation in plan.operations:
         if isinstance(operation, IoctlCall):

@@ -237,7 +237,10 @@ class Platform:
             results.append(self.outcome(spec, requested, native))
 
     def check_range(self, spec: OptionSpec, requested: float | int) -> int:
-        native = spec.encode(requested)
+        try:
+            native = spec.encode(requested)
+        except (OverflowError, ValueError):  # too large to express in the OS's unit at all
+            native = spec.maximum + 1
         if not spec.minimum <= native <= spec.maximum:
             raise InvalidSetting(
                 spec.setting,
@@ -259,7 +262,7 @@ class Platform:
             stored,
             Status.APPROXIMATED,
             spec.name,
-            f"{spec.name} is in {spec.unit}: {_fmt(requested)} s rounded up to {_fmt(stored)} s",
+            f"{spec.name} is in {spec.unit}: {_fmt(requested)} s stored as {_fmt(stored)} s",
         )
 
     def missing(self, setting: Setting, requested: float | int, strict: bool) -> SettingResult:

@@ -1,0 +1,396 @@
+"""illumos and Oracle Solaris: the same option names with different numbers, or none at all.
+
+- illumos (OpenIndiana, OmniOS, SmartOS...): TCP_KEEPIDLE 0x22, TCP_KEEPCNT 0x23,
+  TCP_KEEPINTVL 0x24, in seconds, read back.
+- Solaris 11.4: TCP_KEEPIDLE 0x1D, TCP_KEEPINTVL 0x1E, TCP_KEEPCNT 0x1F, in seconds.
+- Solaris 10 and 11.0-11.3: only TCP_KEEPALIVE_THRESHOLD (the idle time) and
+  TCP_KEEPALIVE_ABORT_THRESHOLD (how long probing may go unanswered), in milliseconds. Interval
+  and count are emulated as ABORT_THRESHOLD = interval x count, as Go and libuv do.
+
+All of them have TCP_ABORT_THRESHOLD (milliseconds) for unacknowledged data. The system-wide
+defaults are ipadm/ndd tunables, not sysctls: they are reported as documented values.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from keepalive.config import KeepaliveConfig
+from keepalive.errors import InvalidSetting
+from keepalive.platforms._base import (
+    DefaultSource,
+    Operation,
+    OptionSpec,
+    Platform,
+    SetOption,
+    SettingResult,
+    Status,
+)
+
+# usr/src/uts/common/sys/socket.h (illumos; Solaris the same)
+SOL_SOCKET = 0xFFFF
+SO_KEEPALIVE = 0x0008
+# usr/src/uts/common/netinet/in.h
+IPPROTO_TCP = 6
+# usr/src/uts/common/netinet/tcp.h (illumos; the first five are shared with Solaris)
+TCP_ABORT_THRESHOLD = 0x11
+TCP_KEEPALIVE_THRESHOLD = 0x16
+TCP_KEEPALIVE_ABORT_THRESHOLD = 0x17
+ILLUMOS_TCP_KEEPIDLE = 0x22
+ILLUMOS_TCP_KEEPCNT = 0x23
+ILLUMOS_TCP_KEEPINTVL = 0x24
+# Oracle Solaris 11.4 /usr/include/netinet/tcp.h (as mirrored by Rust's libc, solaris.rs)
+SOLARIS_TCP_KEEPIDLE = 0x1D
+SOLARIS_TCP_KEEPINTVL = 0x1E
+SOLARIS_TCP_KEEPCNT = 0x1F
+
+INT_MAX = 2**31 - 1
+TEN_DAYS = 10 * 24 * 3600
+# illumos usr/src/uts/common/inet/tcp/tcp_opt_data.c tcp_opt_set():
+# - TCP_KEEPIDLE * 1000 must lie in the _keepalive_interval tunable's bounds, which are
+#   1 s..10 days (tcp_tunables.c; 10 s before the 2016 fix for OS-4686).
+# - TCP_KEEPINTVL * 1000 must lie within the connection's RTO bounds: 400 ms..60 s by default
+#   (_rexmit_interval_min/_max).
+# - TCP_KEEPCNT must not be 0, and interval x count (ms, an int product) must stay within the
+#   _keepalive_abort_interval bounds: we keep it under INT_MAX ms so the product cannot wrap.
+ILLUMOS_MIN_IDLE = 1
+ILLUMOS_MAX_INTERVAL = 60
+MAX_ABORT_MS = INT_MAX
+# Oracle tcp(4P) for 11.4: TCP_KEEPIDLE and TCP_KEEPINTVL range from ten seconds to ten days.
+SOLARIS_MIN_SECONDS = 10
+# Oracle tunables reference, _keepalive_interval (TCP_KEEPALIVE_THRESHOLD): 10 s..10 days.
+THRESHOLD_MIN_MS = 10 * 1000
+THRESHOLD_MAX_MS = TEN_DAYS * 1000
+
+_TUNABLES = "ipadm show-prop tcp"
+
+
+def _number(ns: Any, name: str, fallback: int) -> int:
+    value = getattr(ns, name, None)
+    return value if isinstance(value, int) else fallback
+
+
+def _solaris_minor(release: str | None) -> int | None:
+    """Oracle Solaris 11's update (4 for ``"5.11 11.4.42.111.0"``), else None."""
+    match = re.search(r"(?:^|\s)11\.(\d+)", release or "")
+    return int(match.group(1)) if match else None
+
+
+def _looks_like_illumos(release: str | None) -> bool:
+    # os.uname().version: "illumos-<hash>" (OpenIndiana), "omnios-r151046-..." (OmniOS),
+    # "joyent_2024..." (SmartOS); Oracle Solaris gives "11.4.x" or "Generic_...".
+    version = (release or "").lower()
+    return any(marker in version for marker in ("illumos", "omnios", "joyent", "smartos"))
+
+
+def _abort_threshold_spec(ipproto_tcp: int) -> OptionSpec:
+    return OptionSpec(
+        "user_timeout",
+        "TCP_ABORT_THRESHOLD",
+        ipproto_tcp,
+        TCP_ABORT_THRESHOLD,
+        1,
+        INT_MAX,
+        scale=1000,
+        since="Solaris 2.x (unverified) and illumos; not exported by Python (0x11 is used)",
+        source="netinet/tcp.h",
+    )
+
+
+# ipadm tunables (illumos tcp_tunables.c; Oracle tunables reference): _keepalive_interval 2 h,
+# _keepalive_abort_interval 8 min, _ip_abort_interval 5 min. Without TCP_KEEPINTVL/TCP_KEEPCNT
+# the stack retransmits probes with backoff until the abort interval: no fixed interval/count.
+_DEFAULTS = (
+    DefaultSource("idle", "fixed", f"{_TUNABLES} -p _keepalive_interval (2 h)", 7200),
+    DefaultSource(
+        "interval", "fixed", f"{_TUNABLES} -p _keepalive_abort_interval (480 s in all)", None
+    ),
+    DefaultSource("count", "fixed", f"{_TUNABLES} -p _keepalive_abort_interval", None),
+    DefaultSource("user_timeout", "fixed", f"{_TUNABLES} -p _ip_abort_interval", 300),
+)
+_DEFAULTS_NOTE = (
+    "System defaults are ipadm tunables (_keepalive_interval 2 h, _keepalive_abort_interval "
+    "8 min, _ip_abort_interval 5 min), not sysctls: the documented values are reported, not "
+    "read. By default probes back off until the abort interval, so there is no default "
+    "interval or count."
+)
+
+
+@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
+class ProductCheckedPlatform(Platform):
+    """illumos: the kernel also refuses interval x count beyond its abort-interval bound."""
+
+    max_abort_ms: int = MAX_ABORT_MS
+
+    def _plan_options(
+        self,
+        cfg: KeepaliveConfig,
+        strict: bool,
+        operations: list[Operation],
+        results: list[SettingResult],
+    ) -> None:
+        interval = self.options.get("interval")
+        if interval is not None and "count" in self.options:
+            # check_range() first: it refuses values too large to encode at all.
+            product_ms = self.check_range(interval, cfg.interval) * 1000 // interval.scale
+            product_ms *= cfg.count
+            if product_ms > self.max_abort_ms:
+                raise InvalidSetting(
+                    "count",
+                    cfg.count,
+                    f"interval x count <= {self.max_abort_ms // 1000} s "
+                    f"(here interval = {cfg.interval:g} s)",
+                    platform=self.name,
+                    hint="the kernel's keepalive abort interval limit",
+                )
+        super()._plan_options(cfg, strict, operations, results)
+
+
+@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
+class ThresholdPlatform(Platform):
+    """Solaris before 11.4: idle is TCP_KEEPALIVE_THRESHOLD; interval and count become one
+    TCP_KEEPALIVE_ABORT_THRESHOLD = interval x count, planned right after the idle option."""
+
+    abort_spec: OptionSpec | None = None
+
+    def _plan_options(
+        self,
+        cfg: KeepaliveConfig,
+        strict: bool,
+        operations: list[Operation],
+        results: list[SettingResult],
+    ) -> None:
+        idle_spec, abort_spec = self.options["idle"], self.abort_spec
+        if abort_spec is None:
+            raise TypeError("ThresholdPlatform needs abort_spec (solaris.detect() provides it)")
+        idle_native = self.check_range(idle_spec, cfg.idle)
+        try:
+            abort_native = abort_spec.encode(cfg.interval * cfg.count)
+        except (OverflowError, ValueError):  # too large for milliseconds at all
+            abort_native = abort_spec.maximum + 1
+        if not abort_spec.minimum <= abort_native <= abort_spec.maximum:
+            raise InvalidSetting(
+                "interval",
+                cfg.interval,
+                f"interval x count within {abort_spec.describe_range()} (here count = {cfg.count})",
+                platform=self.name,
+                hint=f"{abort_spec.name} limit",
+            )
+        operations.append(
+            SetOption(idle_spec.level, idle_spec.optname, idle_native, idle_spec.name)
+        )
+        operations.append(
+            SetOption(abort_spec.level, abort_spec.optname, abort_native, abort_spec.name)
+        )
+        results.append(self.outcome(idle_spec, cfg.idle, idle_native))
+        stored_total = abort_spec.decode(abort_native)
+        detail = (
+            f"no TCP_KEEPINTVL/TCP_KEEPCNT before Solaris 11.4: {abort_spec.name} = interval x "
+            f"count = {stored_total:g} s; the connection is dropped that long after the first "
+            "unanswered probe, but probes are retransmitted with backoff, not every interval"
+        )
+        results.append(
+            SettingResult(
+                "interval", cfg.interval, cfg.interval, Status.APPROXIMATED, abort_spec.name, detail
+            )
+        )
+        results.append(
+            SettingResult(
+                "count", cfg.count, cfg.count, Status.APPROXIMATED, abort_spec.name, detail
+            )
+        )
+        if cfg.user_timeout is not None:
+            spec = self.options["user_timeout"]
+            native = self.check_range(spec, cfg.user_timeout)
+            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
+            results.append(self.outcome(spec, cfg.user_timeout, native))
+
+
+def detect(ns: Any = None, release: str | None = None) -> Platform:
+    """illumos, Solaris 11.4 or older Solaris, decided from ``ns`` then ``release``.
+
+    The socket module's TCP_KEEPIDLE value shows which headers Python was built with (0x22
+    illumos, 0x1D Solaris 11.4). Without it, ``release`` decides: Solaris 11.4+ and illumos
+    (``os.uname().version`` "illumos-...", "omnios-...", "joyent_...") have the options; an
+    unknown or older Solaris uses the millisecond thresholds, which every release has.
+    """
+    ns = socket if ns is None else ns
+    ipproto_tcp = _number(ns, "IPPROTO_TCP", IPPROTO_TCP)
+    level = (
+        _number(ns, "SOL_SOCKET", SOL_SOCKET),
+        _number(ns, "SO_KEEPALIVE", SO_KEEPALIVE),
+        ipproto_tcp,
+    )
+    keepidle = getattr(ns, "TCP_KEEPIDLE", None)
+    minor = _solaris_minor(release)
+    if keepidle == ILLUMOS_TCP_KEEPIDLE or (keepidle is None and _looks_like_illumos(release)):
+        return _illumos(ns, level)
+    if keepidle == SOLARIS_TCP_KEEPIDLE or (keepidle is None and minor is not None and minor >= 4):
+        return _solaris_11_4(ns, level)
+    if isinstance(keepidle, int):
+        # Unknown numbering: trust the socket module with illumos's rules.
+        return _illumos(ns, level)
+    return _solaris_thresholds(level)
+
+
+def _illumos(ns: Any, level: tuple[int, int, int]) -> Platform:
+    sol_socket, so_keepalive, ipproto_tcp = level
+    header = "usr/src/uts/common/netinet/tcp.h"
+    since = "illumos (added by Nexenta, 2011); Python: any"
+    return ProductCheckedPlatform(
+        name="illumos",
+        family="illumos",
+        sol_socket=sol_socket,
+        so_keepalive=so_keepalive,
+        ipproto_tcp=ipproto_tcp,
+        options={
+            "idle": OptionSpec(
+                "idle",
+                "TCP_KEEPIDLE",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPIDLE", ILLUMOS_TCP_KEEPIDLE),
+                ILLUMOS_MIN_IDLE,
+                TEN_DAYS,
+                since=since,
+                source=header,
+            ),
+            "interval": OptionSpec(
+                "interval",
+                "TCP_KEEPINTVL",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPINTVL", ILLUMOS_TCP_KEEPINTVL),
+                1,
+                ILLUMOS_MAX_INTERVAL,
+                since=since,
+                source=header,
+            ),
+            "count": OptionSpec(
+                "count",
+                "TCP_KEEPCNT",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPCNT", ILLUMOS_TCP_KEEPCNT),
+                1,
+                INT_MAX,
+                is_count=True,
+                since=since,
+                source=header,
+            ),
+            "user_timeout": _abort_threshold_spec(ipproto_tcp),
+        },
+        defaults=_DEFAULTS,
+        notes=(
+            "TCP_KEEPIDLE's minimum was 10 s on illumos builds before 2016 (OS-4686).",
+            "TCP_KEEPINTVL must lie within the connection's retransmission timeout bounds "
+            "(60 s at most by default, tunable _rexmit_interval_max).",
+            "TCP_KEEPCNT and TCP_KEEPINTVL together set the abort threshold (interval x count).",
+            _DEFAULTS_NOTE,
+        ),
+    )
+
+
+def _solaris_11_4(ns: Any, level: tuple[int, int, int]) -> Platform:
+    sol_socket, so_keepalive, ipproto_tcp = level
+    header = "Solaris 11.4 /usr/include/netinet/tcp.h"
+    since = "Solaris 11.4; Python: any (built on 11.4)"
+    return Platform(
+        name="Solaris 11.4",
+        family="solaris",
+        sol_socket=sol_socket,
+        so_keepalive=so_keepalive,
+        ipproto_tcp=ipproto_tcp,
+        options={
+            "idle": OptionSpec(
+                "idle",
+                "TCP_KEEPIDLE",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPIDLE", SOLARIS_TCP_KEEPIDLE),
+                SOLARIS_MIN_SECONDS,
+                TEN_DAYS,
+                since=since,
+                source=header,
+            ),
+            "interval": OptionSpec(
+                "interval",
+                "TCP_KEEPINTVL",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPINTVL", SOLARIS_TCP_KEEPINTVL),
+                SOLARIS_MIN_SECONDS,
+                TEN_DAYS,
+                since=since,
+                source=header,
+            ),
+            "count": OptionSpec(
+                "count",
+                "TCP_KEEPCNT",
+                ipproto_tcp,
+                _number(ns, "TCP_KEEPCNT", SOLARIS_TCP_KEEPCNT),
+                1,
+                INT_MAX,
+                is_count=True,
+                since=since,
+                source=header,
+            ),
+            "user_timeout": _abort_threshold_spec(ipproto_tcp),
+        },
+        defaults=_DEFAULTS,
+        notes=(
+            "The numbers differ from illumos's (0x22/0x24/0x23) although the names match.",
+            "Oracle documents 10 s..10 days for TCP_KEEPIDLE and TCP_KEEPINTVL; the "
+            "TCP_KEEPCNT bound and read-back are not documented (assumed as on illumos).",
+            _DEFAULTS_NOTE,
+        ),
+    )
+
+
+def _solaris_thresholds(level: tuple[int, int, int]) -> Platform:
+    sol_socket, so_keepalive, ipproto_tcp = level
+    header = "netinet/tcp.h"
+    return ThresholdPlatform(
+        name="Solaris (before 11.4)",
+        family="solaris",
+        sol_socket=sol_socket,
+        so_keepalive=so_keepalive,
+        ipproto_tcp=ipproto_tcp,
+        options={
+            "idle": OptionSpec(
+                "idle",
+                "TCP_KEEPALIVE_THRESHOLD",
+                ipproto_tcp,
+                TCP_KEEPALIVE_THRESHOLD,
+                THRESHOLD_MIN_MS,
+                THRESHOLD_MAX_MS,
+                scale=1000,
+                since="Solaris 2.6 (unverified); not exported by Python (0x16 is used)",
+                source=header,
+            ),
+            "user_timeout": _abort_threshold_spec(ipproto_tcp),
+        },
+        abort_spec=OptionSpec(
+            "interval",
+            "TCP_KEEPALIVE_ABORT_THRESHOLD",
+            ipproto_tcp,
+            TCP_KEEPALIVE_ABORT_THRESHOLD,
+            1,
+            MAX_ABORT_MS,
+            scale=1000,
+            readable=False,  # it reads back interval x count, not either setting
+            since="Solaris 2.6 (unverified); not exported by Python (0x17 is used)",
+            source=header,
+        ),
+        unsupported={
+            "interval": "emulated: TCP_KEEPALIVE_ABORT_THRESHOLD (ms) = interval x count",
+            "count": "emulated: TCP_KEEPALIVE_ABORT_THRESHOLD (ms) = interval x count",
+        },
+        defaults=_DEFAULTS,
+        notes=(
+            "Interval and count are approximated: TCP_KEEPALIVE_ABORT_THRESHOLD = interval x "
+            "count, and unanswered probes are retransmitted with backoff rather than every "
+            "interval, so only idle + interval x count (the detection bound) is honoured.",
+            "Chosen when the socket module has no TCP_KEEPIDLE and os.uname() does not show "
+            "Solaris 11.4+ or illumos.",
+            _DEFAULTS_NOTE,
+        ),
+    )

@@ -1,0 +1,260 @@
+"""Windows: per-socket options on Windows 10 1709+, the SIO_KEEPALIVE_VALS ioctl before that.
+
+CPython's socketmodule.c deletes TCP_KEEPIDLE and TCP_KEEPINTVL at import on builds below 16299
+(Windows 10 1709) and TCP_KEEPCNT below 15063 (1703), so the socket module itself says which
+path the running Windows supports:
+
+- ``TCP_KEEPIDLE`` and ``TCP_KEEPINTVL`` present: plain setsockopt in seconds, read back with
+  getsockopt, like Linux.
+- otherwise: one ``sock.ioctl(SIO_KEEPALIVE_VALS, (onoff, idle_ms, interval_ms))`` that carries
+  idle and interval together (every field is always given; neither can be read back), plus
+  TCP_KEEPCNT where it exists; without it the probe count is fixed at 10 (Vista and later).
+
+TCP_MAXRT (seconds, Vista+) bounds unacknowledged data on both paths.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from keepalive.config import KeepaliveConfig
+from keepalive.platforms._base import (
+    SETTINGS,
+    DefaultSource,
+    IoctlCall,
+    Operation,
+    OptionSpec,
+    Platform,
+    SetOption,
+    Setting,
+    SettingResult,
+)
+
+# winsock2.h
+SOL_SOCKET = 0xFFFF
+SO_KEEPALIVE = 0x0008
+# ws2def.h (IPPROTO enumeration)
+IPPROTO_TCP = 6
+# ws2ipdef.h
+TCP_KEEPALIVE = 3  # also defined as TCP_KEEPIDLE
+TCP_KEEPIDLE = TCP_KEEPALIVE
+TCP_MAXRT = 5
+TCP_KEEPCNT = 16
+TCP_KEEPINTVL = 17
+# mstcpip.h: SIO_KEEPALIVE_VALS = _WSAIOW(IOC_VENDOR, 4) = IOC_IN | IOC_VENDOR | 4
+IOC_IN = 0x80000000
+IOC_VENDOR = 0x18000000
+SIO_KEEPALIVE_VALS = IOC_IN | IOC_VENDOR | 4
+
+# IPPROTO_TCP socket options (learn.microsoft.com): "It is illegal to set TCP_KEEPCNT to a
+# value greater than 255."
+MAX_KEEPCNT = 255
+# struct tcp_keepalive holds ULONG milliseconds; CPython parses the tuple with "(kkk)".
+MAX_IOCTL_MS = 0xFFFFFFFF
+# TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_MAXRT are DWORD seconds with no documented upper bound;
+# the stack keeps these timers in 32-bit milliseconds, so we refuse what would not fit.
+MAX_SECONDS = 0xFFFFFFFF // 1000
+# SIO_KEEPALIVE_VALS: "On Windows Vista and later, the number of keep-alive probes (data
+# retransmissions) is set to 10 and cannot be changed."
+FIXED_PROBE_COUNT = 10
+
+# Settings that stay plain setsockopt calls on the ioctl path, planned before the ioctl.
+_SETSOCKOPT_SETTINGS: tuple[Setting, ...] = ("count", "user_timeout")
+_REGISTRY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\"
+_WS2IPDEF = "ws2ipdef.h"
+
+
+def _number(ns: Any, name: str, fallback: int) -> int:
+    value = getattr(ns, name, None)
+    return value if isinstance(value, int) else fallback
+
+
+@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
+class WindowsIoctlPlatform(Platform):
+    """Windows before 10 1709: idle and interval travel together in SIO_KEEPALIVE_VALS.
+
+    The ioctl is planned last, after every setsockopt, so that if it fails the options set
+    before it (which can be read back, hence restored) are put back as they were.
+    """
+
+    ioctl_control: int = SIO_KEEPALIVE_VALS
+
+    def _plan_options(
+        self,
+        cfg: KeepaliveConfig,
+        strict: bool,
+        operations: list[Operation],
+        results: list[SettingResult],
+    ) -> None:
+        idle_spec, interval_spec = self.options["idle"], self.options["interval"]
+        # Both fields are always sent: a config always has both, so interval alone never
+        # leaves idle at the ioctl's zero (which Windows would take literally).
+        idle_ms = self.check_range(idle_spec, cfg.idle)
+        interval_ms = self.check_range(interval_spec, cfg.interval)
+        outcome: dict[Setting, SettingResult] = {
+            "idle": self.outcome(idle_spec, cfg.idle, idle_ms),
+            "interval": self.outcome(interval_spec, cfg.interval, interval_ms),
+        }
+        for setting in _SETSOCKOPT_SETTINGS:
+            requested = getattr(cfg, setting)
+            if requested is None:
+                continue
+            spec = self.options.get(setting)
+            if spec is None:
+                outcome[setting] = self.missing(setting, requested, strict)
+                continue
+            native = self.check_range(spec, requested)
+            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
+            outcome[setting] = self.outcome(spec, requested, native)
+        operations.append(
+            IoctlCall(self.ioctl_control, (1, idle_ms, interval_ms), "SIO_KEEPALIVE_VALS")
+        )
+        results.extend(outcome[setting] for setting in SETTINGS if setting in outcome)
+
+
+def _count_spec(ipproto_tcp: int, ns: Any) -> OptionSpec:
+    return OptionSpec(
+        "count",
+        "TCP_KEEPCNT",
+        ipproto_tcp,
+        _number(ns, "TCP_KEEPCNT", TCP_KEEPCNT),
+        1,
+        MAX_KEEPCNT,
+        is_count=True,
+        since="Windows 10 1703 (build 15063); Python 3.6.5",
+        source=_WS2IPDEF,
+    )
+
+
+def _maxrt_spec(ipproto_tcp: int) -> OptionSpec:
+    return OptionSpec(
+        "user_timeout",
+        "TCP_MAXRT",
+        ipproto_tcp,
+        TCP_MAXRT,
+        1,
+        MAX_SECONDS,
+        since="Windows Vista; not exported by Python (5 is used)",
+        source=_WS2IPDEF,
+    )
+
+
+_DEFAULTS = (
+    # Tcpip\Parameters: absent by default, then Windows uses 2 h and 1 s (milliseconds).
+    DefaultSource("idle", "registry", _REGISTRY + "KeepAliveTime", 7200, scale=1000),
+    DefaultSource("interval", "registry", _REGISTRY + "KeepAliveInterval", 1, scale=1000),
+    DefaultSource("count", "fixed", "10 probes (Windows Vista and later)", FIXED_PROBE_COUNT),
+    DefaultSource("user_timeout", "registry", _REGISTRY + "TcpMaxDataRetransmissions", None),
+)
+
+
+def detect(ns: Any = None, release: str | None = None) -> Platform:
+    """The Windows description for the running Python's socket module (``ns``).
+
+    ``release`` is unused: which options exist shows in ``ns`` (CPython removes the ones the
+    running Windows build lacks).
+    """
+    del release
+    ns = socket if ns is None else ns
+    ipproto_tcp = _number(ns, "IPPROTO_TCP", IPPROTO_TCP)
+    sol_socket = _number(ns, "SOL_SOCKET", SOL_SOCKET)
+    so_keepalive = _number(ns, "SO_KEEPALIVE", SO_KEEPALIVE)
+    has_keepcnt = isinstance(getattr(ns, "TCP_KEEPCNT", None), int)
+    if all(isinstance(getattr(ns, name, None), int) for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL")):
+        return Platform(
+            name="Windows 10 1709+",
+            family="windows",
+            sol_socket=sol_socket,
+            so_keepalive=so_keepalive,
+            ipproto_tcp=ipproto_tcp,
+            options={
+                "idle": OptionSpec(
+                    "idle",
+                    "TCP_KEEPIDLE",
+                    ipproto_tcp,
+                    ns.TCP_KEEPIDLE,
+                    1,
+                    MAX_SECONDS,
+                    since="Windows 10 1709 (build 16299); Python 3.7",
+                    source=_WS2IPDEF,
+                ),
+                "interval": OptionSpec(
+                    "interval",
+                    "TCP_KEEPINTVL",
+                    ipproto_tcp,
+                    ns.TCP_KEEPINTVL,
+                    1,
+                    MAX_SECONDS,
+                    since="Windows 10 1709 (build 16299); Python 3.7",
+                    source=_WS2IPDEF,
+                ),
+                "count": _count_spec(ipproto_tcp, ns),
+                "user_timeout": _maxrt_spec(ipproto_tcp),
+            },
+            defaults=_DEFAULTS,
+            notes=(
+                "The upper bound of TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_MAXRT is ours: Windows "
+                "documents none, and larger values would not fit its 32-bit millisecond timers.",
+                "TCP_MAXRT = -1 would mean 'retransmit forever'; this library only sets positive "
+                "values.",
+            ),
+        )
+    options: dict[Setting, OptionSpec] = {
+        "idle": OptionSpec(
+            "idle",
+            "SIO_KEEPALIVE_VALS",
+            0,  # not a socket option: the ioctl control code is in optname
+            _number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
+            1,
+            MAX_IOCTL_MS,
+            scale=1000,
+            readable=False,
+            since="Windows 2000; Python sock.ioctl() (any supported version)",
+            source="mstcpip.h",
+        ),
+        "interval": OptionSpec(
+            "interval",
+            "SIO_KEEPALIVE_VALS",
+            0,
+            _number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
+            1,
+            MAX_IOCTL_MS,
+            scale=1000,
+            readable=False,
+            since="Windows 2000; Python sock.ioctl() (any supported version)",
+            source="mstcpip.h",
+        ),
+        "user_timeout": _maxrt_spec(ipproto_tcp),
+    }
+    unsupported: dict[Setting, str] = {}
+    fixed: dict[Setting, int] = {}
+    if has_keepcnt:
+        options["count"] = _count_spec(ipproto_tcp, ns)
+        name = "Windows 10 1703-1708"
+    else:
+        unsupported["count"] = (
+            "Windows before 10 1703 has no TCP_KEEPCNT: the probe count is fixed at "
+            f"{FIXED_PROBE_COUNT} (Vista and later)"
+        )
+        fixed["count"] = FIXED_PROBE_COUNT
+        name = "Windows (SIO_KEEPALIVE_VALS)"
+    return WindowsIoctlPlatform(
+        name=name,
+        family="windows",
+        sol_socket=sol_socket,
+        so_keepalive=so_keepalive,
+        ipproto_tcp=ipproto_tcp,
+        options=options,
+        unsupported=unsupported,
+        fixed=fixed,
+        defaults=_DEFAULTS,
+        ioctl_control=_number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
+        notes=(
+            "Idle and interval are set together by one SIO_KEEPALIVE_VALS ioctl, in "
+            "milliseconds, after every other option; they cannot be read back, so inspect() "
+            "reports the registry defaults for them.",
+            "socket_options() cannot express the ioctl: call keepalive.configure() instead.",
+        ),
+    )
