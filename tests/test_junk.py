@@ -114,16 +114,6 @@ def beyond_float_range(value: object) -> bool:
     return abs(value) > FLOAT_MAX
 
 
-
-
-
-
-
-
-
-
-
-
 # -- helpers --------------------------------------------------------------------------------------
 
 
