@@ -119,8 +119,9 @@ class KeepaliveState:
 
     ``source`` says per setting where the value comes from: ``"socket"`` (read back from the
     kernel; on Linux that is the system default until the socket sets its own value),
-    ``"system default"`` (this OS cannot read it back per socket) or ``"none"`` (no such
-    limit is in force, e.g. no user timeout).
+    ``"system default"`` (this OS cannot read it back per socket: the value shown is the
+    system's, and one set on this socket, e.g. through Windows' SIO_KEEPALIVE_VALS, does not
+    show) or ``"none"`` (no such limit is in force, e.g. no user timeout).
     """
 
     platform: str
@@ -437,6 +438,7 @@ def _read_state(sock: SocketLike, target: Platform) -> KeepaliveState:
         if defaults is None:
             defaults = system_defaults(platform=target)
         values[setting] = getattr(defaults, setting)
+        # Not readable per socket here: a value set on this socket would not show.
         source[setting] = "system default" if values[setting] is not None else "none"
     return KeepaliveState(
         platform=target.name,

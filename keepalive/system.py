@@ -58,7 +58,7 @@ def _read(item: DefaultSource) -> tuple[float | None, str]:
         # No OS keeps a user timeout as one number; report what governs unacknowledged data.
         return None, f"none (retransmission limit, see {item.location})"
     if item.kind == "fixed":
-        return _documented(item, "fixed by the OS")
+        return _documented(item, "not read: the OS keeps it where this library does not look")
     try:
         raw = _read_raw(item)
     except (OSError, ValueError) as exc:  # subprocess errors are OSError or ValueError here
