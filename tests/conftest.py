@@ -1,3 +1,8 @@
-"""Shared pytest configuration: our own pytest plugin's fixtures (fault proxy, echo server)."""
+"""Shared pytest configuration.
 
-pytest_plugins = ["keepalive.pytest_plugin"]
+The fault proxy and echo server fixtures come from keepalive's own pytest plugin (registered
+as a ``pytest11`` entry point when the package is installed); the network-namespace fixture
+from tests/netns.py.
+"""
+
+pytest_plugins = ["netns"]

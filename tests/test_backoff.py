@@ -725,6 +725,14 @@ def test_import_and_predicate_load_neither_asyncio_nor_ssl() -> None:
 # Validation
 # ---------------------------------------------------------------------------------------------
 
+
+class Opaque:
+    """Not a jitter; its repr is stable, so pytest-xdist workers agree on the test ids."""
+
+    def __repr__(self) -> str:
+        return "Opaque()"
+
+
 BAD_SETTINGS: list[tuple[dict[str, object], str, type[Exception]]] = [
     ({"initial": -1}, "initial", InvalidSetting),
     ({"initial": math.nan}, "initial", InvalidSetting),
@@ -746,7 +754,7 @@ BAD_SETTINGS: list[tuple[dict[str, object], str, type[Exception]]] = [
     ({"jitter": "gaussian"}, "jitter", InvalidSetting),
     ({"jitter": True}, "jitter", InvalidSettingType),
     ({"jitter": None}, "jitter", InvalidSettingType),
-    ({"jitter": object()}, "jitter", InvalidSettingType),
+    ({"jitter": Opaque()}, "jitter", InvalidSettingType),
     ({"max_attempts": 0}, "max_attempts", InvalidSetting),
     ({"max_attempts": -3}, "max_attempts", InvalidSetting),
     ({"max_attempts": 2.0}, "max_attempts", InvalidSettingType),
@@ -760,7 +768,7 @@ BAD_SETTINGS: list[tuple[dict[str, object], str, type[Exception]]] = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "field", "error"), BAD_SETTINGS, ids=str)
+@pytest.mark.parametrize(("kwargs", "field", "error"), BAD_SETTINGS, ids=repr)
 def test_bad_settings_name_the_field(
     kwargs: dict[str, object], field: str, error: type[Exception]
 ) -> None:
