@@ -32,10 +32,12 @@ class KeepaliveConfig:
     - ``idle``: silence before the first probe (Linux TCP_KEEPIDLE, macOS TCP_KEEPALIVE).
     - ``interval``: time between unanswered probes (TCP_KEEPINTVL).
     - ``count``: unanswered probes before the connection is dropped (TCP_KEEPCNT).
-    - ``user_timeout``: the longest that sent data may stay unacknowledged before the connection
-      is dropped (Linux TCP_USER_TIMEOUT, macOS TCP_RXT_CONNDROPTIME, Windows TCP_MAXRT); None
+    - ``user_timeout``: how long sent data may stay unacknowledged before the connection is
+      dropped (Linux TCP_USER_TIMEOUT, macOS TCP_RXT_CONNDROPTIME, Windows TCP_MAXRT); None
       leaves the system default (on Linux: the retransmission limit, about 15 minutes).
       Keepalive probes only run while nothing is in flight: this bounds the other case.
+      Linux starts this clock at the first timed-out retransmission, so the connection drops
+      about one retransmission timeout (at least 0.2 s, more on slow paths) after it.
     """
 
     idle: float = DEFAULT_IDLE
