@@ -45,7 +45,18 @@ _EXPORTS: dict[str, str] = {
     "connect": "keepalive.connect",
 }
 _SUBMODULES = frozenset(
-    {"aio", "sync", "testing", "diagnostics", "reconnect", "platforms", "heartbeat", "connect"}
+    {
+        "aio",
+        "connect",
+        "diagnostics",
+        "heartbeat",
+        "integrations",
+        "platforms",
+        "reconnect",
+        "supervision",
+        "sync",
+        "testing",
+    }
 )
 
 __all__ = [
