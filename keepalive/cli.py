@@ -567,7 +567,7 @@ def _source_json(item: DefaultSource) -> dict[str, object]:
         "location": item.location,
         "documented_default": item.documented,
         "documented_native": native,
-        "native_unit": None if item.kind == "fixed" else unit,
+        "native_unit": None if item.kind == "fixed" or native is None else unit,
     }
 
 
@@ -696,19 +696,16 @@ class DoctorReport:
 
         defaults = self.defaults
         documented = {item.setting: item for item in self.platform.defaults}
-        fresh: dict[str, object] | None = None
-        if self.fresh is not None:
-            fresh = {
-                "keepalive_enabled": self.fresh.enabled,
-                "idle": self.fresh.idle,
-                "interval": self.fresh.interval,
-                "count": self.fresh.count,
-                "user_timeout": self.fresh.user_timeout,
-                "source": dict(self.fresh.source),
-                "error": None,
-            }
-        else:
-            fresh = {"keepalive_enabled": None, "error": self.fresh_error}
+        measured = self.fresh
+        fresh = {
+            "keepalive_enabled": measured.enabled if measured else None,
+            "idle": measured.idle if measured else None,
+            "interval": measured.interval if measured else None,
+            "count": measured.count if measured else None,
+            "user_timeout": measured.user_timeout if measured else None,
+            "source": dict(measured.source) if measured else None,
+            "error": self.fresh_error,
+        }
         suggestion: dict[str, object] | None = None
         if self.suggestion is not None:
             cfg = self.suggestion
@@ -749,7 +746,7 @@ class DoctorReport:
                     "os": label,
                     "platform": described.name,
                     "family": described.family,
-                    "summary": describe_default_sources(described),
+                    "summary": describe_default_sources(described).replace(_GLUE, " "),
                     "sources": [_source_json(item) for item in described.defaults],
                 }
                 for label, described in self.elsewhere
@@ -1210,9 +1207,9 @@ def _endpoint(host: str, port: int) -> str:
 def _host_problem(host: str) -> str | None:
     """Why ``host`` cannot be a host name or address, without asking any resolver."""
     if not host:
-        return "the host name is empty"
+        return "not a valid host name or address: it is empty"
     if not _HOST_NAME_CHARACTERS.match(host):
-        return "not a valid host name or address (it holds characters no name can hold)"
+        return "not a valid host name or address (only letters, digits and . - _ : % may appear)"
     return None
 
 
@@ -1758,7 +1755,7 @@ def render_audit(result: AuditResult, pids: list[int] | None, writer: Writer) ->
         writer.wrap("No TCP connections found.", indent=0)
     else:
         writer.wrap(
-            f"{summary['connections']} connections in {summary['processes']} "
+            f"{_plural(summary['connections'], 'connection')} in {summary['processes']} "
             f"process{'es' if summary['processes'] != 1 else ''}: {summary['keepalive_on']} with "
             f"keepalive, {summary['keepalive_off']} without, {summary['keepalive_unknown']} "
             f"unknown; {summary['flagged']} flagged.",
@@ -1801,9 +1798,11 @@ def _render_connections(reports: Sequence[ConnectionReport], writer: Writer) -> 
         return
     # Long (IPv6) addresses: two lines per connection rather than lines over 80 columns.
     for report, row in zip(reports, rows, strict=True):
-        head: list[Cell] = [f"fd {_text(row[0])}", row[1], row[4], f"age {_text(row[5])}"]
+        keepalive = (f"keepalive {_text(row[4])}", _style(row[4]) or "")
+        head: list[Cell] = [f"fd {_text(row[0])}", row[1], keepalive, f"age {_text(row[5])}"]
         writer.line("  " + "  ".join(writer.paint(_text(c), _style(c)) for c in head))
-        writer.wrap(f"{report.local} -> {report.remote}", indent=6)
+        writer.wrap(report.local, indent=14, first="      local   ")
+        writer.wrap(report.remote, indent=14, first="      remote  ")
         _render_flags(report, writer)
 
 
@@ -1879,9 +1878,10 @@ def demo(_args: argparse.Namespace, out: TextIO) -> int:
 Handler = Callable[[argparse.Namespace, TextIO], int]
 
 _EPILOG = """\
-With no command, 'info' runs. Exit status: 0 success (healthy), 1 the peer is dead or
-unreachable, or a process cannot be inspected, 2 bad arguments, 130 interrupted.
---json output is documented in docs/cli.md."""
+With no command, 'info' runs.
+Exit status: 0 success (healthy), 1 the peer is dead or unreachable (or a
+process cannot be inspected), 2 bad arguments, 130 interrupted.
+The --json output is documented in docs/cli.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
