@@ -163,6 +163,8 @@ _STYLES = {
     "bold-yellow": "1;33",
 }
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 Cell = str | tuple[str, str]
 """A table cell: plain text, or (text, style name)."""
 
@@ -199,15 +201,21 @@ class Writer:
     ) -> None:
         """``text`` wrapped to the width; ``first`` replaces the first line's indent."""
         lead = " " * indent
+        opening = first if first is not None else lead
+        visible = _ANSI.sub("", opening)  # wrap by what the reader sees, not colour codes
         lines = textwrap.wrap(
             text,
             width=WIDTH,
-            initial_indent=first if first is not None else lead,
+            initial_indent=visible,
             subsequent_indent=lead,
             break_on_hyphens=False,
-        )
-        for item in lines or [first or ""]:
-            self.line(item.replace(_GLUE, " "), style)
+        ) or [visible]
+        for number, item in enumerate(lines):
+            body = item.replace(_GLUE, " ")
+            if number == 0:
+                self.stream.write(opening + self.paint(body[len(visible) :], style) + "\n")
+            else:
+                self.line(body, style)
 
     def table(
         self,
@@ -257,7 +265,7 @@ def _style(cell: Cell) -> str | None:
 
 
 def _emit_json(stream: TextIO, data: object) -> None:
-    stream.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    stream.write(json.dumps(data, indent=2) + "\n")  # ASCII: safe on any console encoding
 
 
 # =============================================================================================
@@ -807,7 +815,7 @@ def collect_doctor() -> DoctorReport:
         )
         with contextlib.suppress(KeepaliveError):
             bound = suggestion.detection_bound
-    elsewhere = [item for item in default_sources_elsewhere()]
+    elsewhere = default_sources_elsewhere()
     return DoctorReport(
         host=collect_host_info(),
         platform=target,
@@ -1383,28 +1391,34 @@ def _watch_kernel(sock: socket.socket, duration: float, progress: Progress) -> d
     started = time.monotonic()
     deadline = started + duration
     received = 0
-    outcome, message = "alive", None
+    outcome: str = "alive"
+    message: str | None = None
     sock.setblocking(False)
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        while (now := time.monotonic()) < deadline:
-            progress.show(
-                f"  watching {now - started:4.1f}/{_num(duration)} s (kernel keepalive only)"
-            )
-            if not selector.select(min(0.25, deadline - now)):
-                continue
-            try:
-                data = sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError as error:
-                outcome, message = "error", f"the connection failed: {_describe_os_error(error)}"
-                break
-            if not data:
-                outcome, message = "closed", "the peer closed the connection"
-                break
-            received += len(data)
-    progress.clear()
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while (now := time.monotonic()) < deadline:
+                progress.show(
+                    f"  watching {now - started:4.1f}/{_num(duration)} s (kernel keepalive only)"
+                )
+                if not selector.select(min(0.25, deadline - now)):
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    outcome = "error"
+                    message = f"the connection failed: {_describe_os_error(error)}"
+                    break
+                if not data:
+                    outcome, message = "closed", "the peer closed the connection"
+                    break
+                received += len(data)
+    except KeyboardInterrupt:  # stop early, still report
+        outcome, message = "interrupted", "interrupted before the end of --duration"
+    finally:
+        progress.clear()
     elapsed = time.monotonic() - started
     return {
         "duration": duration,
@@ -1522,19 +1536,20 @@ def run_check(
                 _render_heartbeat_header(run, writer)
                 writer.flush()
             _run_heartbeat(sock, options, run, progress)
-            if run.verdict in ("dead", "closed", "error"):
+            if run.verdict is not None:
                 result.error_kind = f"heartbeat-{run.verdict}"
                 result.error = run.message
-                result.exit_status = EXIT_DEAD
+                result.exit_status = EXIT_INTERRUPTED if run.verdict == "interrupted" else EXIT_DEAD
         elif options.duration is not None:
             if writer is not None:
                 writer.heading(f"Watching for {_seconds(options.duration)} (kernel keepalive only)")
                 writer.flush()
             result.watch = _watch_kernel(sock, options.duration, progress)
-            if result.watch["outcome"] != "alive":
-                result.error_kind = f"watch-{result.watch['outcome']}"
+            outcome = result.watch["outcome"]
+            if outcome != "alive":
+                result.error_kind = f"watch-{outcome}"
                 result.error = str(result.watch["message"])
-                result.exit_status = EXIT_DEAD
+                result.exit_status = EXIT_INTERRUPTED if outcome == "interrupted" else EXIT_DEAD
     return result
 
 
@@ -1631,10 +1646,10 @@ def _ms(value: float | None) -> str:
 def _render_check_outcome(result: CheckResult, writer: Writer) -> None:
     run = result.heartbeat
     if run is not None:
-        sent = "?" if run.pings_sent is None else str(run.pings_sent)
-        answered = "?" if run.pongs_received is None else str(run.pongs_received)
+        sent = "? pings" if run.pings_sent is None else _plural(run.pings_sent, "ping")
+        answered = "? pongs" if run.pongs_received is None else _plural(run.pongs_received, "pong")
         writer.wrap(
-            f"After {run.elapsed:.1f} s: {sent} pings sent, {answered} pongs received, "
+            f"After {run.elapsed:.1f} s: {sent} sent, {answered} received, "
             f"{_plural(run.other_bytes, 'other byte')} received."
         )
         stats = run.rtt.samples
@@ -1665,7 +1680,8 @@ def _render_check_outcome(result: CheckResult, writer: Writer) -> None:
     if result.healthy:
         writer.line("  healthy", "bold-green")
     else:
-        writer.wrap(result.error or "failed", style="bold-red")
+        style = "yellow" if result.exit_status == EXIT_INTERRUPTED else "bold-red"
+        writer.wrap(result.error or "failed", style=style)
 
 
 def check(args: argparse.Namespace, out: TextIO) -> int:
@@ -2051,7 +2067,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     _configure_logging(getattr(args, "verbose", 0))
     try:
         try:
-            return handler(args, stream)
+            status = handler(args, stream)
+            stream.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return status
         except UsageError as error:
             command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
             command_parser.error(str(error))  # argparse's format: usage, message, exit 2

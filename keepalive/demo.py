@@ -30,10 +30,10 @@ FREEZE_AT = 1.5  # seconds after connecting
 WATCH_FOR = 3 * 3.0  # keep watching the kernel for 3 x its detection bound after the freeze
 
 # Linux struct tcp_info (include/uapi/linux/tcp.h): u8 tcpi_state first; tcpi_probes is the
-# fourth byte; tcpi_last_ack_recv (ms) is the 14th u32 after the 8 leading bytes.
+# fourth byte; tcpi_last_ack_recv (ms) is the 13th u32 after the 8 leading bytes.
 _TCP_ESTABLISHED = 1
 _TCP_INFO_PROBES = 3
-_TCP_INFO_LAST_ACK_RECV = 8 + 13 * 4
+_TCP_INFO_LAST_ACK_RECV = 8 + 12 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,8 @@ class KernelView:
             return "no pending error (this OS does not expose the TCP state)"
         state = "ESTABLISHED" if self.established else "not established"
         return (
-            f"{state}, unanswered keepalive probes {self.unanswered_probes}, "
-            f"last ACK received {self.last_ack_age:.1f} s ago"
+            f"{state}, {self.unanswered_probes} probes unanswered, "
+            f"last ACK {self.last_ack_age:.1f} s ago"
         )
 
 
@@ -86,6 +86,10 @@ class _Timeline:
     def now(self) -> float:
         return time.monotonic() - self.start
 
+    @staticmethod
+    def clock() -> float:
+        return time.monotonic()
+
     def say(self, who: str, text: str) -> None:
         with self.lock:
             self.out.write(f"  t={self.now():6.2f} s  {who:<10} {text}\n")
@@ -103,11 +107,11 @@ def run_demo(out: TextIO) -> DemoResult:
     with EchoServer() as server, FaultProxy(server.address) as proxy:
         out.write(f"  server     {_addr(server.address)}  echoes, answers PING with PONG\n")
         out.write(
-            f"  NAT        {_addr(proxy.address)}  a relay standing in for VMware's vmnat: it "
-            "terminates\n             TCP and copies payload to its own connection\n"
+            f"  NAT        {_addr(proxy.address)}  stands in for VMware's vmnat: it terminates"
+            "\n             TCP and copies payload to its own connection\n"
         )
         out.write(
-            f"  client     kernel keepalive idle {KERNEL.idle:g} s, interval {KERNEL.interval:g} s,"
+            f"  client     keepalive idle {KERNEL.idle:g} s, interval {KERNEL.interval:g} s,"
             f" count {KERNEL.count}: gives up after {kernel_bound:g} s\n"
             f"             heartbeat every {HEARTBEAT.interval:g} s, timeout "
             f"{HEARTBEAT.timeout:g} s: gives up after {HEARTBEAT.detection_bound:g} s\n\n"
@@ -121,15 +125,19 @@ def run_demo(out: TextIO) -> DemoResult:
         configure(watched, KERNEL)
         dead_at: list[float] = []
 
-        def on_dead(error: BaseException) -> None:
+        def on_dead(_sock: object, error: BaseException) -> None:
             dead_at.append(timeline.now())
-            timeline.say("heartbeat", f"PEER DEAD: {error}")
+            silent = conn.heartbeat.last_received
+            timeline.say(
+                "heartbeat",
+                f"#2 PEER DEAD: no reply for {timeline.clock() - silent:.1f} s",
+            )
 
         conn = monitor(
             watched, heartbeat=HEARTBEAT, ping=b"PING\n", pong=b"PONG\n", on_dead=on_dead
         )
-        timeline.say("client", "two connections through the NAT: #1 kernel keepalive only,")
-        timeline.say("", "#2 kernel keepalive + heartbeat; a thread blocks in recv() on each")
+        timeline.say("client", "two connections through the NAT, a reader on each:")
+        timeline.say("", "#1 kernel keepalive only, #2 keepalive + heartbeat")
         readers = [
             threading.Thread(target=_read, args=(plain, "#1", timeline), daemon=True),
             threading.Thread(target=_read, args=(conn, "#2", timeline), daemon=True),
@@ -143,7 +151,7 @@ def run_demo(out: TextIO) -> DemoResult:
         _sleep_until(timeline, FREEZE_AT)
         proxy.freeze()
         frozen_at = timeline.now()
-        timeline.say("NAT", "** loses the server: nothing crosses, its kernel still ACKs **")
+        timeline.say("NAT", "** loses the server; its kernel still ACKs probes **")
 
         last_established: float | None = None
         next_report = frozen_at + 1.0
@@ -165,8 +173,8 @@ def run_demo(out: TextIO) -> DemoResult:
     out.write("\nverdict\n")
     if detected is not None:
         out.write(
-            f"  heartbeat: declared the server dead {detected:.1f} s after it was lost "
-            f"(bound {HEARTBEAT.detection_bound:g} s)\n"
+            f"  heartbeat: declared the server dead {detected:.1f} s after it was lost\n"
+            f"    (its bound: {HEARTBEAT.detection_bound:g} s after the last reply)\n"
         )
     else:
         out.write("  heartbeat: did NOT detect the lost server (unexpected)\n")
@@ -177,9 +185,9 @@ def run_demo(out: TextIO) -> DemoResult:
             "answered every probe\n"
         )
     out.write(
-        "  Only traffic the real peer must answer proves that it is alive: use a heartbeat\n"
-        "  (keepalive.sync.monitor, keepalive.aio.open_connection) wherever a NAT or proxy\n"
-        "  may stand between you and the server.\n"
+        "  Only traffic the real peer must answer proves that it is alive: use a\n"
+        "  heartbeat (keepalive.sync.monitor, keepalive.aio.open_connection) wherever\n"
+        "  a NAT or proxy may stand between you and the server.\n"
     )
     return DemoResult(detected, last_established, kernel_bound, HEARTBEAT.detection_bound)
 
@@ -190,7 +198,8 @@ def _read(conn: object, label: str, timeline: _Timeline) -> None:
         while data := recv(4096):
             timeline.say("client", f"{label} received {data!r}")
     except PeerUnresponsive as exc:
-        timeline.say("client", f"{label} blocked recv() raised PeerUnresponsive: {exc}")
+        del exc  # its text is the heartbeat's verdict, already on the timeline
+        timeline.say("client", f"{label} blocked recv() raised PeerUnresponsive")
     except OSError as exc:
         timeline.say("client", f"{label} recv() ended: {exc!r}")
 
