@@ -1,0 +1,1323 @@
+"""Heartbeats for blocking sockets: :func:`monitor` wraps a socket; one thread pings them all.
+
+::
+
+    from keepalive.heartbeat import HeartbeatConfig
+    from keepalive.sync import monitor
+
+    raw = socket.create_connection(address)
+    sock = monitor(raw, heartbeat=HeartbeatConfig(interval=10, timeout=5))
+    with sock:
+        sock.sendall(b"GET\\n")
+        reply = sock.recv(4096)   # raises keepalive.PeerUnresponsive if the peer stops answering
+
+The returned :class:`MonitoredSocket` behaves like the socket (``recv``, ``recv_into``, ``send``,
+``sendall``, ``makefile``, ``settimeout``, ``fileno``, ``close``, context manager). Every byte
+read through it is a sign of life; pongs are removed from the stream before the application
+sees them; pings are written only between application writes. When the peer is declared dead,
+threads blocked in ``recv``/``sendall`` wake up with :class:`~keepalive.errors.PeerUnresponsive`,
+``on_dead(sock, error)`` is called once, and the socket is shut down (``SHUT_RDWR``; the
+application still closes it).
+
+How it works (decisions worth knowing):
+
+* **One scheduler thread per process** (daemon, named ``keepalive-heartbeat``) keeps a heap of
+  heartbeat deadlines for every monitored socket; it starts with the first monitor and exits
+  as soon as none is left, so an idle process has no extra thread. Monitors are held weakly:
+  a monitor dropped without ``close()`` stops being pinged. A forked child starts with no
+  scheduler; monitors inherited from the parent keep working as sockets there but are not
+  heartbeated by the child (the parent still does).
+* **The wrapped socket is switched to non-blocking mode** and the wrapper implements the
+  timeout itself (``settimeout``: ``None`` blocks, ``0`` is non-blocking and raises
+  ``BlockingIOError``, otherwise ``TimeoutError`` after that long, for the whole call like
+  CPython's ``sendall``). Waiting happens in ``poll``/``select`` outside every lock, so the
+  scheduler can wake a blocked thread by shutting the socket down. Use the wrapper, not the
+  socket, from then on.
+* **Reads count as life at once.** Bytes are taken from the kernel and handed to the
+  heartbeat in one critical section, so a verdict can never slip between "a pong was read"
+  and "the heartbeat heard of it".
+* **No false deaths from our own stalls.** Before a poll that could count a miss, the
+  scheduler asks the kernel whether bytes wait unread (``FIONREAD``, else readability). Waiting
+  bytes count as life, whether or not they grew since the last look: they mean the
+  application is behind the peer, and with a full receive buffer the peer could not answer
+  at all. Detection resumes, within ``detection_bound``, once the application reads again.
+  A timer that fires later than ``timeout`` past its deadline (a blocked scheduler, a thread
+  holding the GIL, a suspended VM) re-arms the ping's window instead of killing (see
+  :meth:`keepalive.heartbeat.Heartbeat.poll`).
+* **Pings never split an application write.** ``send``/``sendall`` hold a per-socket send lock;
+  the scheduler only *tries* that lock and retries soon (and right after the application's
+  write ends). ``with sock.message():`` holds it across several writes that form one message.
+  A ping the kernel only partly accepted is finished by the next writer before its own bytes.
+* **Stuck writes count as unanswered pings.** If a ping is due but cannot be written because
+  our bytes have stopped moving (the send buffer stayed full for ``timeout``, nothing
+  arrived), the ping counts as sent when the writes stopped. That is how a writer blocked
+  behind a frozen proxy is still released within ``detection_bound``. A write that is merely
+  slow keeps the connection alive.
+* **RTT** (``rtt``, ``srtt``) is measured from a ping's write to the read of its pong. Pongs
+  the application reads late (it was not reading) give long samples. With ``pong=None`` the
+  first bytes read after a ping count as its reply.
+
+Logging goes to the ``keepalive.sync`` logger (under ``keepalive``): DEBUG for pings, pongs
+and the scheduler thread, WARNING for deaths and for stalls that were forgiven, ERROR when
+``on_dead`` or a ``ping`` callable raises. ``on_dead`` runs on the scheduler thread: keep it
+short (hand longer work to another thread), it delays every other socket's heartbeat.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import heapq
+import io
+import itertools
+import logging
+import math
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO, TypeAlias, cast, overload
+
+from typing_extensions import Buffer, Self
+
+from keepalive._validate import positive_seconds
+from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
+from keepalive.heartbeat import (
+    Heartbeat,
+    HeartbeatConfig,
+    PeerDead,
+    PongFilter,
+    PongMatcher,
+    Wait,
+    make_pong_matcher,
+)
+
+if TYPE_CHECKING:
+    from keepalive.config import KeepaliveConfig
+
+try:  # FIONREAD (= SIOCINQ on Linux): unread bytes, without consuming them
+    import fcntl
+    import termios
+
+    _FIONREAD: int | None = termios.FIONREAD
+except ImportError:  # no fcntl (Windows): fall back to readability
+    _FIONREAD = None
+
+__all__ = ["MonitorStats", "MonitoredSocket", "OnDead", "PingSource", "active_monitors", "monitor"]
+
+logger = logging.getLogger("keepalive.sync")
+# A library adds no handler but NullHandler: records show once the application configures
+# logging, and never through logging's "last resort" stderr handler.
+logging.getLogger("keepalive").addHandler(logging.NullHandler())
+
+PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
+"""A ping: fixed bytes, or a callable returning the bytes of the next ping (framed protocols)."""
+
+_THREAD_NAME = "keepalive-heartbeat"
+# Longest pause between attempts to write a ping that could not be written (send lock busy,
+# send buffer full). Releasing the send lock also triggers an attempt at once.
+_PING_RETRY_CAP = 0.05
+_PING_ALLOWED = "non-empty bytes, or a callable returning non-empty bytes"
+_EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
+_HAVE_POLL = hasattr(select, "poll")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorStats:
+    """A snapshot of one monitored socket's counters (see :attr:`MonitoredSocket.stats`).
+
+    ``pings_sent``/``pongs_received``: as the heartbeat counted them. ``bytes_received`` counts
+    every byte read from the kernel (pongs included), ``bytes_sent`` the application's bytes
+    only. ``stalls``: late timers forgiven by re-arming. ``unread_life``: verdict checks that
+    found unread bytes waiting and counted them as life. ``blocked_pings``: pings counted as
+    sent because our writes had stopped moving. ``rtt``/``srtt``: seconds, or ``None``.
+    """
+
+    pings_sent: int
+    pongs_received: int
+    bytes_received: int
+    bytes_sent: int
+    stalls: int
+    unread_life: int
+    blocked_pings: int
+    rtt: float | None
+    srtt: float | None
+
+
+def monitor(
+    sock: socket.socket,
+    *,
+    heartbeat: HeartbeatConfig,
+    ping: PingSource = b"PING\n",
+    pong: bytes | bytearray | memoryview | PongMatcher | None = b"PONG\n",
+    on_dead: OnDead | None = None,
+    keepalive: KeepaliveConfig | None = None,
+) -> MonitoredSocket:
+    """Wrap a connected stream socket and keep a heartbeat on it; returns a socket-like object.
+
+    ``heartbeat``: when to ping and when to give up (:class:`HeartbeatConfig`).
+    ``ping``: the bytes to send, or a callable returning them (called on the scheduler thread
+    for every ping; it must not use this socket). ``pong``: the reply to remove from the
+    stream (bytes), a :class:`~keepalive.heartbeat.PongMatcher` for framed protocols (one per
+    socket, never shared), or ``None``: the application reads every reply itself and any
+    inbound byte counts. ``on_dead(sock, error)``: called once when the peer is declared dead.
+    ``keepalive``: also configure kernel keepalive on the socket first
+    (:func:`keepalive.configure`, strict).
+
+    The socket is taken over: it is switched to non-blocking mode and its timeout moves to
+    the wrapper. Raises :class:`~keepalive.errors.InvalidSocket` for anything but an open
+    stream socket (TCP or Unix; ``ssl.SSLSocket`` is not supported) and
+    :class:`~keepalive.errors.InvalidSetting` for bad arguments, before touching the socket.
+    """
+    return MonitoredSocket(
+        sock, heartbeat=heartbeat, ping=ping, pong=pong, on_dead=on_dead, keepalive=keepalive
+    )
+
+
+def active_monitors() -> int:
+    """How many sockets the scheduler currently heartbeats in this process."""
+    return _SCHEDULER.active()
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _ready(fd: int, *, write: bool, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable (or writable), at most ``timeout`` seconds (None: forever)."""
+    if _HAVE_POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(-1 if timeout is None else math.ceil(timeout * 1000)))
+    readable, writable, _ = select.select([] if write else [fd], [fd] if write else [], [], timeout)
+    return bool(readable or writable)
+
+
+def _bytes_waiting(fd: int) -> bool:
+    """Whether unread inbound bytes wait in the kernel, without consuming them."""
+    if _FIONREAD is not None:
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, _FIONREAD, count, True)
+        except OSError:
+            pass  # not supported for this socket: readability below
+        else:
+            return count[0] > 0
+    return _ready(fd, write=False, timeout=0.0)
+
+
+def _ping_factory(ping: object) -> Callable[[], bytes]:
+    if isinstance(ping, (bytes, bytearray, memoryview)):
+        payload = bytes(ping)
+        if not payload:
+            raise InvalidSetting("ping", ping, _PING_ALLOWED)
+        return lambda: payload
+    if isinstance(ping, str):
+        raise InvalidSettingType("ping", ping, _PING_ALLOWED, hint="encode text first")
+    if not callable(ping):
+        raise InvalidSettingType("ping", ping, _PING_ALLOWED)
+    produce = cast(Callable[[], object], ping)
+
+    def make() -> bytes:
+        value = produce()
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise InvalidSettingType("ping()", value, "non-empty bytes")
+        payload = bytes(value)
+        if not payload:
+            raise InvalidSetting("ping()", value, "non-empty bytes")
+        return payload
+
+    return make
+
+
+def _check_socket(sock: object) -> socket.socket:
+    if not isinstance(sock, socket.socket):
+        raise InvalidSocket(f"expected a socket.socket, got {type(sock).__name__}")
+    ssl = sys.modules.get("ssl")  # only loaded if the application uses TLS
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        raise InvalidSocket("ssl.SSLSocket is not supported by keepalive.sync.monitor")
+    if sock.fileno() < 0:
+        raise InvalidSocket("the socket is closed")
+    if sock.type != socket.SOCK_STREAM:
+        raise InvalidSocket(f"a stream socket is needed (TCP or Unix), got {sock.type!r}")
+    return sock
+
+
+def _peer_label(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return f"fd {sock.fileno()}" if not peer else str(peer)
+
+
+def _closed_error() -> OSError:
+    return OSError(errno.EBADF, "the monitored socket is closed")
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler: one thread, a heap of deadlines
+
+
+class _Scheduler:
+    """Calls :meth:`MonitoredSocket._service` at each registered monitor's deadline.
+
+    One entry per monitor is live at a time (the earliest requested; polling early is
+    harmless, the heartbeat just answers with a later deadline). Entries hold weak
+    references; stale ones are skipped when they reach the top of the heap. Lock order:
+    a monitor's state lock may be held while calling in here, never the other way round.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, weakref.ref[MonitoredSocket]]] = []
+        self._registry: weakref.WeakSet[MonitoredSocket] = weakref.WeakSet()
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def active(self) -> int:
+        with self._cond:
+            return len(self._registry)
+
+    def register(self, monitor: MonitoredSocket, deadline: float) -> None:
+        with self._cond:
+            self._registry.add(monitor)
+            self._push(monitor, deadline)
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+                self._thread = thread
+                try:
+                    thread.start()
+                except BaseException:
+                    self._thread = None
+                    self._registry.discard(monitor)
+                    raise
+                logger.debug("scheduler thread started")
+
+    def wake_at(self, monitor: MonitoredSocket, deadline: float) -> None:
+        """Make sure ``monitor`` is serviced no later than ``deadline``."""
+        with self._cond:
+            if monitor in self._registry:
+                self._push(monitor, deadline)
+
+    def unregister(self, monitor: MonitoredSocket) -> None:
+        with self._cond:
+            self._registry.discard(monitor)
+            monitor._timer_at = None
+            monitor._timer_seq = -1
+            if not self._registry:
+                self._cond.notify()  # let the thread exit now
+
+    def after_fork_in_child(self) -> None:
+        try:
+            inherited = list(self._registry)
+        except Exception:  # pragma: no cover - a set caught mid-update by fork
+            inherited = []
+        self._reset()
+        for monitor in inherited:
+            monitor._after_fork_in_child()
+
+    # -- the thread (below: only _run and what it calls) ------------------------------------
+
+    def _push(self, monitor: MonitoredSocket, deadline: float) -> None:
+        current = monitor._timer_at
+        if current is not None and current <= deadline:
+            return
+        seq = next(self._sequence)
+        monitor._timer_at = deadline
+        monitor._timer_seq = seq
+        if not self._heap or deadline < self._heap[0][0]:
+            self._cond.notify()
+        heapq.heappush(self._heap, (deadline, seq, monitor._weak_self))
+
+    def _next_due(self, me: threading.Thread) -> MonitoredSocket | None:
+        """Wait for the next due monitor (lock held); None when this thread must exit."""
+        heap = self._heap
+        while True:
+            if self._thread is not me:
+                return None
+            if not self._registry:
+                self._thread = None
+                heap.clear()
+                logger.debug("scheduler thread exiting: no monitored sockets left")
+                return None
+            monitor = None
+            while heap:
+                deadline, seq, ref = heap[0]
+                monitor = ref()
+                if monitor is not None and monitor._timer_seq == seq:
+                    break
+                heapq.heappop(heap)
+                monitor = None
+            if monitor is None:
+                self._cond.wait(1.0)  # registered monitors are all being serviced
+                continue
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                monitor = None  # hold no strong reference while waiting
+                self._cond.wait(delay)
+                continue
+            heapq.heappop(heap)
+            monitor._timer_at = None
+            monitor._timer_seq = -1
+            return monitor
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                monitor = self._next_due(me)
+            if monitor is None:
+                return
+            try:
+                deadline = monitor._service()
+            except Exception:  # never let one socket take the thread down for all
+                logger.exception("heartbeat of %s failed; monitoring stopped", monitor._label)
+                monitor._stop_quietly()
+                deadline = None
+            if deadline is not None:
+                self.wake_at(monitor, deadline)
+            del monitor
+
+
+_SCHEDULER = _Scheduler()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_SCHEDULER.after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------------
+# The monitored socket
+
+
+class _PendingPing:
+    """A ping's bytes not yet fully written; ``reported``: ``ping_sent`` already told."""
+
+    __slots__ = ("remaining", "reported")
+
+    def __init__(self, payload: bytes, *, reported: bool) -> None:
+        self.remaining = memoryview(payload)
+        self.reported = reported
+
+
+class MonitoredSocket:
+    """A stream socket with a heartbeat. Create it with :func:`monitor`.
+
+    Thread-safe like a socket: one thread may read while another writes; writes from several
+    threads are serialised (each ``sendall`` is written whole). ``flags`` other than 0 are
+    not supported. With a non-blocking socket (timeout 0), bytes may be buffered in the
+    wrapper (a pong and data read together): check :meth:`pending` before waiting on
+    :meth:`fileno` with ``select``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        heartbeat: HeartbeatConfig,
+        ping: PingSource = b"PING\n",
+        pong: bytes | bytearray | memoryview | PongMatcher | None = b"PONG\n",
+        on_dead: OnDead | None = None,
+        keepalive: KeepaliveConfig | None = None,
+    ) -> None:
+        if not isinstance(heartbeat, HeartbeatConfig):
+            raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
+        self._make_ping = _ping_factory(ping)
+        self._matcher = make_pong_matcher(pong)
+        if on_dead is not None and not callable(on_dead):
+            raise InvalidSettingType("on_dead", on_dead, "a callable (sock, error) or None")
+        self._sock = _check_socket(sock)
+        if keepalive is not None:
+            from keepalive.sockets import configure  # noqa: PLC0415 - only when asked for
+
+            configure(sock, keepalive)
+        self._on_dead = on_dead
+        self._config = heartbeat
+        self._label = _peer_label(sock)
+        self._timeout: float | None = sock.gettimeout()
+        sock.settimeout(0.0)
+
+        self._state_lock = threading.Lock()  # the heartbeat, the inbox, flags; never held long
+        self._send_lock = threading.RLock()  # held for a whole application write
+        self._inbox = b""  # filtered bytes read but not yet returned to the application
+        self._eof = False
+        self._verdict: PeerDead | None = None
+        self._stopped = False  # no heartbeat any more (death, EOF, error, close)
+        self._closed = False  # close() was called
+        self._closing = False  # ... and no makefile() object holds it open: no new calls
+        self._fd_closed = False
+        self._ops = 0  # calls in progress (they keep the fd open until they leave)
+        self._io_refs = 0  # open makefile() objects
+
+        # The ping the heartbeat asked for and that is not reported yet (see _service).
+        self._request_open = False
+        self._request_due = 0.0
+        self._open_record: _PendingPing | None = None
+        self._pings_owed = 0  # pings reported as sent while blocked, bytes still to write
+        self._ping_queue: deque[_PendingPing] = deque()  # guarded by the send lock
+        self._write_blocked_since: float | None = None
+
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._unread_life = 0
+        self._blocked_pings = 0
+        self._timer_at: float | None = None  # scheduler bookkeeping, under its lock
+        self._timer_seq = -1
+        self._weak_self = weakref.ref(self)
+
+        now = time.monotonic()
+        self._heartbeat = Heartbeat(heartbeat, now)
+        _SCHEDULER.register(self, now + heartbeat.interval)
+
+    # -- read-outs -------------------------------------------------------------------------
+
+    @property
+    def socket(self) -> socket.socket:
+        """The wrapped socket, for options and addresses only: read and write through ``self``."""
+        return self._sock
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat state machine: read its properties, never call its methods."""
+        return self._heartbeat
+
+    @property
+    def config(self) -> HeartbeatConfig:
+        """The heartbeat configuration."""
+        return self._config
+
+    @property
+    def rtt(self) -> float | None:
+        """Seconds from the last ping's write to the read of its pong, or ``None``."""
+        return self._heartbeat.rtt
+
+    @property
+    def srtt(self) -> float | None:
+        """Smoothed RTT (RFC 6298), or ``None``."""
+        return self._heartbeat.srtt
+
+    @property
+    def dead(self) -> bool:
+        """Whether the peer was declared dead."""
+        return self._verdict is not None
+
+    @property
+    def verdict(self) -> PeerDead | None:
+        """Why the peer was declared dead, or ``None``."""
+        return self._verdict
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether the heartbeat still runs (it stops at death, EOF, errors, shutdown, close)."""
+        return not self._stopped
+
+    @property
+    def stats(self) -> MonitorStats:
+        """A snapshot of the counters."""
+        with self._state_lock:
+            hb = self._heartbeat
+            return MonitorStats(
+                pings_sent=hb.pings_sent,
+                pongs_received=hb.pongs_received,
+                bytes_received=self._bytes_received,
+                bytes_sent=self._bytes_sent,
+                stalls=hb.stalls,
+                unread_life=self._unread_life,
+                blocked_pings=self._blocked_pings,
+                rtt=hb.rtt,
+                srtt=hb.srtt,
+            )
+
+    def pending(self) -> int:
+        """Bytes already read from the kernel and waiting in the wrapper for ``recv``."""
+        return len(self._inbox)
+
+    def __repr__(self) -> str:
+        state = (
+            "closed"
+            if self._closed
+            else "dead"
+            if self._verdict is not None
+            else "monitoring"
+            if not self._stopped
+            else "not monitored"
+        )
+        rtt = "-" if self.rtt is None else f"{self.rtt * 1000:.1f}ms"
+        return f"<MonitoredSocket {self._label} {state} rtt={rtt}>"
+
+    # -- socket-like API -------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (-1 once closed)."""
+        return -1 if self._fd_closed else self._sock.fileno()
+
+    def gettimeout(self) -> float | None:
+        """The timeout of blocking calls: None (block), 0.0 (non-blocking) or seconds."""
+        return self._timeout
+
+    def settimeout(self, value: float | None) -> None:
+        """Like ``socket.settimeout``: None blocks, 0 is non-blocking, else seconds per call."""
+        self._timeout = (
+            None if value is None else positive_seconds("timeout", value, allow_zero=True)
+        )
+
+    def setblocking(self, flag: bool) -> None:
+        """``setblocking(True)`` means ``settimeout(None)``, ``False`` means ``settimeout(0)``."""
+        self._timeout = None if flag else 0.0
+
+    def getpeername(self) -> object:
+        """The peer's address."""
+        return self._sock.getpeername()
+
+    def getsockname(self) -> object:
+        """The local address."""
+        return self._sock.getsockname()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Read up to ``bufsize`` application bytes (pongs removed); ``b""`` at end of stream.
+
+        Raises :class:`~keepalive.errors.PeerUnresponsive` once the peer is declared dead
+        (also when the death happens while waiting), ``TimeoutError`` or
+        ``BlockingIOError`` per :meth:`settimeout`, ``OSError(EBADF)`` if closed meanwhile.
+        """
+        limit = self._check_read(bufsize, flags)
+        if limit == 0:
+            return b""
+        deadline, nonblocking = self._call_deadline()
+        self._enter()
+        try:
+            while True:
+                with self._state_lock:
+                    data = self._read_locked(limit)
+                if data is not None:
+                    return data
+                self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
+        finally:
+            self._leave()
+
+    def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Like :meth:`recv`, into ``buffer``; returns the count (0 at end of stream)."""
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
+        if nbytes > len(view):
+            raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
+        limit = self._check_read(nbytes or len(view), flags)
+        if limit == 0:
+            return 0
+        deadline, nonblocking = self._call_deadline()
+        self._enter()
+        try:
+            while True:
+                with self._state_lock:
+                    count = self._read_into_locked(view, limit)
+                if count is not None:
+                    return count
+                self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
+        finally:
+            self._leave()
+
+    def sendall(self, data: Buffer, flags: int = 0) -> None:
+        """Write all of ``data``; no ping is written in the middle of it.
+
+        The timeout (:meth:`settimeout`) bounds the whole call. In non-blocking mode a
+        ``BlockingIOError`` may come after part of the data was written, as with a socket.
+        """
+        self._check_flags(flags)
+        view = memoryview(data).cast("B")
+        deadline, nonblocking = self._call_deadline()
+        self._enter()
+        try:
+            self._lock_sending(deadline, nonblocking)
+            try:
+                self._drain_pings(deadline, nonblocking)
+                while view:
+                    sent = self._send_some(view, deadline, nonblocking)
+                    view = view[sent:]
+                self._write_blocked_since = None
+            finally:
+                self._unlock_sending()
+        finally:
+            self._leave()
+
+    def send(self, data: Buffer, flags: int = 0) -> int:
+        """Write some of ``data`` and return how many bytes were written.
+
+        A ping may be written between two ``send`` calls: write messages with
+        :meth:`sendall`, or inside ``with sock.message():``.
+        """
+        self._check_flags(flags)
+        view = memoryview(data).cast("B")
+        if not view:
+            return 0
+        deadline, nonblocking = self._call_deadline()
+        self._enter()
+        try:
+            self._lock_sending(deadline, nonblocking)
+            try:
+                self._drain_pings(deadline, nonblocking)
+                return self._send_some(view, deadline, nonblocking)
+            finally:
+                self._unlock_sending()
+        finally:
+            self._leave()
+
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Hold pings back while the block runs, so several writes form one message.
+
+        Keep the block short: a ping waits for it (and a ping that cannot be written while
+        the block's writes are stuck counts as unanswered after ``timeout``).
+        """
+        self._send_lock.acquire()
+        try:
+            yield
+        finally:
+            self._unlock_sending()
+
+    @overload
+    def makefile(
+        self,
+        mode: Literal["b", "rb", "br", "wb", "bw", "rwb", "rbw", "wrb", "wbr", "brw", "bwr"],
+        buffering: int | None = None,
+        *,
+        encoding: None = None,
+        errors: None = None,
+        newline: None = None,
+    ) -> BinaryIO: ...
+
+    @overload
+    def makefile(
+        self,
+        mode: Literal["r", "w", "rw", "wr", ""] = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> TextIO: ...
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> BinaryIO | TextIO:
+        """A file object reading and writing through this monitored socket (like ``socket``'s).
+
+        Reads count as life and pongs are filtered. Each flush of a buffered writer is one
+        :meth:`sendall`; a message larger than the buffer may be written in two parts, so
+        wrap ``write`` and ``flush`` in :meth:`message` when that matters. The socket stays
+        open until the file is closed too.
+        """
+        if not set(mode) <= {"r", "w", "b"}:
+            raise InvalidSetting("mode", mode, "a combination of 'r', 'w' and 'b'")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0 and not binary:
+            raise InvalidSetting("buffering", buffering, "> 0 for a text file")
+        with self._state_lock:
+            if self._closing:
+                raise _closed_error()
+            self._io_refs += 1  # released by the raw file's close(), also when collected
+        raw = _MonitoredIO(self, reading=reading, writing=writing)
+        if buffering == 0:
+            return cast(BinaryIO, raw)
+        buffered: io.BufferedIOBase
+        if reading and writing:
+            buffered = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffered = io.BufferedReader(raw, buffering)
+        else:
+            buffered = io.BufferedWriter(raw, buffering)
+        buffer = cast(BinaryIO, buffered)
+        if binary:
+            return buffer
+        return io.TextIOWrapper(buffer, encoding, errors, newline)
+
+    def setsockopt(self, level: int, optname: int, value: int | Buffer) -> None:
+        """Set a socket option on the wrapped socket."""
+        self._sock.setsockopt(level, optname, value)
+
+    @overload
+    def getsockopt(self, level: int, optname: int) -> int: ...
+    @overload
+    def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
+        """Read a socket option of the wrapped socket."""
+        if buflen is None:
+            return self._sock.getsockopt(level, optname)
+        return self._sock.getsockopt(level, optname, buflen)
+
+    def shutdown(self, how: int) -> None:
+        """Shut the connection down (``socket.SHUT_RD``/``SHUT_WR``/``SHUT_RDWR``).
+
+        The heartbeat stops: a half-closed connection cannot carry pings and pongs.
+        """
+        with self._state_lock:
+            if self._closing:
+                raise _closed_error()
+            self._stop_locked()
+            self._sock.shutdown(how)
+
+    def close(self) -> None:
+        """Stop the heartbeat and close the socket (once files from :meth:`makefile` are closed).
+
+        Threads blocked in a call on this socket wake up with ``OSError(EBADF)``; the
+        descriptor is released when the last of them leaves. Idempotent.
+        """
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._io_refs == 0:
+                self._close_locked()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- calls: entering, leaving, waiting ---------------------------------------------------
+
+    def _check_flags(self, flags: int) -> None:
+        if flags != 0:
+            raise InvalidSetting(
+                "flags", flags, "0 (flags are not supported on a monitored socket)"
+            )
+
+    def _check_read(self, bufsize: int, flags: int) -> int:
+        self._check_flags(flags)
+        if isinstance(bufsize, bool) or not isinstance(bufsize, int):
+            raise InvalidSettingType("bufsize", bufsize, "a whole number >= 0")
+        if bufsize < 0:
+            raise InvalidSetting("bufsize", bufsize, "a whole number >= 0")
+        return bufsize
+
+    def _call_deadline(self) -> tuple[float | None, bool]:
+        timeout = self._timeout
+        if timeout is None:
+            return None, False
+        if timeout == 0:
+            return None, True
+        return time.monotonic() + timeout, False
+
+    def _enter(self) -> None:
+        with self._state_lock:
+            if self._closing:
+                raise _closed_error()
+            self._ops += 1
+
+    def _leave(self) -> None:
+        with self._state_lock:
+            self._ops -= 1
+            if self._closing and self._ops == 0 and not self._fd_closed:
+                self._fd_closed = True
+                self._sock.close()
+
+    def _check_usable(self) -> None:
+        """Raise if closed or dead (read without the lock: flags only ever become true)."""
+        if self._closing:
+            raise _closed_error()
+        verdict = self._verdict
+        if verdict is not None:
+            raise verdict.as_error()
+
+    def _translate(self, exc: OSError) -> OSError:
+        """The error to raise for ``exc`` from the socket: ours if we closed or killed it."""
+        if self._closing:
+            return _closed_error()
+        verdict = self._verdict
+        if verdict is not None:
+            return verdict.as_error()
+        return exc
+
+    def _wait(self, *, write: bool, deadline: float | None, nonblocking: bool) -> None:
+        if nonblocking:
+            raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError("timed out")
+        _ready(self._sock.fileno(), write=write, timeout=timeout)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read_locked(self, limit: int) -> bytes | None:
+        """Up to ``limit`` application bytes, b"" at end of stream, None if none is waiting."""
+        self._check_usable()
+        if self._inbox:
+            data, self._inbox = self._inbox[:limit], self._inbox[limit:]
+            return data
+        if self._eof:
+            return b""
+        while True:
+            try:
+                chunk = self._sock.recv(limit)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                raise self._read_failed_locked(exc) from exc
+            if not chunk:
+                data = self._end_of_stream_locked()
+            else:
+                data = self._take_inbound_locked(chunk, time.monotonic())
+                if not data:
+                    continue  # only a pong (or part of one): read on
+            if len(data) > limit:
+                data, self._inbox = data[:limit], data[limit:]
+            return data
+
+    def _read_into_locked(self, view: memoryview, limit: int) -> int | None:
+        matcher = self._matcher
+        direct = (
+            not self._inbox
+            and not self._eof
+            and (
+                matcher is None
+                or (
+                    type(matcher) is PongFilter
+                    and not matcher.held
+                    and self._heartbeat.outstanding == 0
+                )
+            )
+        )
+        if not direct:  # a pong may be in the way: go through the filter
+            data = self._read_locked(limit)
+            if data is None:
+                return None
+            view[: len(data)] = data
+            return len(data)
+        self._check_usable()
+        try:
+            count = self._sock.recv_into(view, limit)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._read_failed_locked(exc) from exc
+        if count == 0:
+            self._end_of_stream_locked()  # nothing can be held back here
+            return 0
+        self._note_inbound_locked(count, 0, time.monotonic())
+        return count
+
+    def _take_inbound_locked(self, chunk: bytes, now: float) -> bytes:
+        """Filter pongs out of ``chunk`` and tell the heartbeat; returns the application's part."""
+        matcher = self._matcher
+        if matcher is None:
+            self._note_inbound_locked(len(chunk), 0, now)
+            return chunk
+        data, pongs = matcher.feed(chunk, self._heartbeat.outstanding)
+        self._note_inbound_locked(len(chunk), pongs, now)
+        return data
+
+    def _note_inbound_locked(self, count: int, pongs: int, now: float) -> None:
+        hb = self._heartbeat
+        self._bytes_received += count
+        if self._matcher is None and hb.outstanding:
+            pongs = 1  # pong=None: the first bytes after a ping are its reply
+        hb.bytes_received(now)
+        for _ in range(pongs):
+            hb.pong_received(now)
+        if pongs and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
+        # Inbound bytes satisfied the heartbeat: a ping it asked for is no longer needed
+        # (one already queued is still written and reported, see _ping_written_locked).
+        self._request_open = False
+        self._open_record = None
+        deadline = hb.deadline
+        timer_at = self._timer_at
+        if deadline is not None and not self._stopped and (timer_at is None or deadline < timer_at):
+            _SCHEDULER.wake_at(self, deadline)
+
+    def _end_of_stream_locked(self) -> bytes:
+        """The peer closed its side: stop the heartbeat, release bytes a matcher held."""
+        self._eof = True
+        self._stop_locked()
+        logger.debug("%s sent end of stream; heartbeat stopped", self._label)
+        return self._matcher.flush() if self._matcher is not None else b""
+
+    def _read_failed_locked(self, exc: OSError) -> OSError:
+        translated = self._translate(exc)
+        if translated is exc:  # the connection broke (reset, ...): no pings can cross now
+            self._stop_locked()
+        return translated
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _lock_sending(self, deadline: float | None, nonblocking: bool) -> None:
+        lock = self._send_lock
+        if nonblocking:
+            if not lock.acquire(blocking=False):
+                raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
+        elif deadline is None:
+            lock.acquire()
+        elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError("timed out")
+
+    def _unlock_sending(self) -> None:
+        self._send_lock.release()
+        if self._request_open and not self._stopped:
+            _SCHEDULER.wake_at(self, time.monotonic())  # the ping waited for us: write it now
+
+    def _send_some(self, view: memoryview, deadline: float | None, nonblocking: bool) -> int:
+        """One successful ``send`` of the start of ``view`` (send lock held)."""
+        while True:
+            self._check_usable()
+            try:
+                sent = self._sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                self._note_write_blocked()
+                self._wait(write=True, deadline=deadline, nonblocking=nonblocking)
+                continue
+            except OSError as exc:
+                raise self._translate(exc) from exc
+            if sent:
+                self._write_blocked_since = None
+                self._bytes_sent += sent
+                return sent
+
+    def _note_write_blocked(self) -> None:
+        if self._write_blocked_since is None:
+            self._write_blocked_since = time.monotonic()
+
+    def _drain_pings(self, deadline: float | None, nonblocking: bool) -> None:
+        """Finish pings a previous writer left partly written (send lock held)."""
+        if not self._ping_queue:
+            return
+        self._check_usable()
+        try:
+            done = self._write_pings(deadline, wait=not nonblocking)
+        except OSError as exc:
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        if not done:
+            raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
+
+    def _write_pings(self, deadline: float | None, *, wait: bool) -> bool:
+        """Write queued pings (send lock held); True once the queue is empty.
+
+        Each ``send`` runs under the state lock, and a ping is reported to the heartbeat in
+        the same critical section that completes it: its pong cannot be read before the
+        heartbeat counts the ping, so the filter always knows to expect it.
+        """
+        queue = self._ping_queue
+        while queue:
+            record = queue[0]
+            with self._state_lock:
+                try:
+                    sent = self._sock.send(record.remaining)
+                except (BlockingIOError, InterruptedError):
+                    sent = -1
+                if sent > 0:
+                    self._write_blocked_since = None
+                    record.remaining = record.remaining[sent:]
+                    if not record.remaining:
+                        queue.popleft()
+                        if not record.reported:
+                            self._ping_written_locked(record, time.monotonic())
+                    continue
+            self._note_write_blocked()
+            if not wait:
+                return False
+            self._wait(write=True, deadline=deadline, nonblocking=False)
+        return True
+
+    def _ping_written_locked(self, record: _PendingPing, now: float) -> None:
+        record.reported = True
+        self._heartbeat.ping_sent(now)
+        if record is self._open_record:
+            self._request_open = False
+            self._open_record = None
+        logger.debug("ping to %s", self._label)
+
+    # -- the heartbeat (run by the scheduler thread) ------------------------------------------
+
+    def _service(self) -> float | None:
+        """Poll the heartbeat and act; returns when to be called next (None: never)."""
+        with self._state_lock:
+            if self._stopped:
+                return None
+            hb = self._heartbeat
+            now = time.monotonic()
+            deadline = hb.deadline
+            if (
+                hb.ping_in_flight
+                and deadline is not None
+                and now >= deadline
+                and _bytes_waiting(self._sock.fileno())
+            ):
+                # The application has not read them yet: life all the same.
+                hb.bytes_received(now)
+                self._unread_life += 1
+                logger.debug("unread bytes from %s count as life", self._label)
+            stalls = hb.stalls
+            action = hb.poll(now)
+            if hb.stalls != stalls:
+                logger.warning(
+                    "heartbeat of %s ran %.3f s late (a stalled thread or process); "
+                    "giving the peer %g s more instead of counting a miss",
+                    self._label,
+                    now - (deadline or now),
+                    self._config.timeout,
+                )
+            if isinstance(action, PeerDead):
+                self._verdict = action
+                self._stop_locked()
+                with contextlib.suppress(OSError):  # wakes every blocked call
+                    self._sock.shutdown(socket.SHUT_RDWR)
+            elif isinstance(action, Wait):
+                # No ping is asked for (a queued one is written and reported all the same).
+                self._request_open = False
+                self._open_record = None
+                if not (self._pings_owed or self._ping_queue):
+                    return action.deadline
+                self._ops += 1  # pings owed to the wire: write them now, not at the next request
+            else:  # SendPing
+                if not self._request_open:
+                    due = hb.deadline
+                    self._request_open = True
+                    self._request_due = now if due is None else due
+                    self._open_record = None
+                self._ops += 1  # keeps the fd open while the ping is written
+        if isinstance(action, PeerDead):
+            self._report_death(action)
+            return None
+        try:
+            wake = self._send_ping()
+        finally:
+            self._leave()
+        if isinstance(action, Wait) and wake is not None:
+            return min(wake, action.deadline)
+        return wake
+
+    def _send_ping(self) -> float | None:
+        if not self._send_lock.acquire(blocking=False):
+            return self._ping_blocked()
+        try:
+            if self._closing or self._stopped:
+                return None
+            try:
+                self._queue_pings()
+            except BaseException:  # user code; see _report_death
+                logger.exception(
+                    "ping() for %s failed; trying again in %g s", self._label, self._config.interval
+                )
+                return time.monotonic() + self._config.interval
+            try:
+                done = self._write_pings(None, wait=False)
+            except OSError as exc:
+                with self._state_lock:
+                    self._stop_locked()
+                logger.debug("heartbeat of %s stopped: writing a ping failed: %s", self._label, exc)
+                return None
+        finally:
+            self._send_lock.release()
+        if not done:
+            return self._ping_blocked()
+        with self._state_lock:
+            return None if self._stopped else self._heartbeat.deadline
+
+    def _queue_pings(self) -> None:
+        """Make the bytes of the pings to write (send lock held): owed ones, then the request."""
+        with self._state_lock:
+            owed = self._pings_owed
+            requested = self._request_open and self._open_record is None
+        payloads = [self._make_ping() for _ in range(owed + requested)]  # user code: no lock
+        with self._state_lock:
+            self._pings_owed -= owed
+            for payload in payloads[:owed]:
+                self._ping_queue.append(_PendingPing(payload, reported=True))
+            if requested:
+                record = _PendingPing(payloads[-1], reported=False)
+                self._ping_queue.append(record)
+                if self._request_open and self._open_record is None:
+                    self._open_record = record
+
+    def _ping_blocked(self) -> float | None:
+        """The ping could not be written (yet): count it as sent if our writes are stuck."""
+        timeout = self._config.timeout
+        with self._state_lock:
+            if self._stopped:
+                return None
+            now = time.monotonic()
+            retry = now + min(_PING_RETRY_CAP, timeout / 4)
+            if not self._request_open:  # only owed or unfinished pings: keep trying
+                owed = self._pings_owed or self._ping_queue
+                return retry if owed else self._heartbeat.deadline
+            blocked_since = self._write_blocked_since
+            if blocked_since is None:
+                return retry
+            start = max(blocked_since, self._request_due)
+            if now - start < timeout:
+                return min(retry, start + timeout)
+            self._heartbeat.ping_sent(start)
+            self._blocked_pings += 1
+            if self._open_record is not None:
+                self._open_record.reported = True
+            else:
+                self._pings_owed += 1
+            self._request_open = False
+            self._open_record = None
+        logger.info(
+            "ping to %s could not be written for %.3f s (our writes are stuck); "
+            "counting it as sent",
+            self._label,
+            now - start,
+        )
+        return now
+
+    def _report_death(self, verdict: PeerDead) -> None:
+        logger.warning("peer %s declared dead: %s", self._label, verdict.as_error())
+        callback = self._on_dead
+        if callback is None:
+            return
+        try:
+            callback(self, verdict.as_error())
+        except BaseException:  # even SystemExit: it would end the thread every socket shares
+            logger.exception("on_dead callback for %s raised", self._label)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _stop_locked(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            _SCHEDULER.unregister(self)
+
+    def _stop_quietly(self) -> None:
+        with self._state_lock:
+            self._stop_locked()
+
+    def _close_locked(self) -> None:
+        self._closing = True
+        self._stop_locked()
+        if self._ops == 0:
+            self._fd_closed = True
+            self._sock.close()
+        else:  # wake the calls in progress; the last one to leave closes the fd
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _release_file(self) -> None:
+        """A file from :meth:`makefile` was closed."""
+        with self._state_lock:
+            self._io_refs -= 1
+            if self._closed and self._io_refs == 0 and not self._closing:
+                self._close_locked()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: fresh locks (others' threads are gone), and no heartbeat here."""
+        self._state_lock = threading.Lock()
+        self._send_lock = threading.RLock()
+        self._stopped = True
+        self._timer_at = None
+        self._timer_seq = -1
+        self._ops = 0
+        if self._closing and not self._fd_closed:
+            self._fd_closed = True
+            self._sock.close()
+
+
+OnDead: TypeAlias = Callable[[MonitoredSocket, PeerUnresponsive], object]
+"""``on_dead(sock, error)``: called once, on the scheduler thread, when the peer is dead."""
+
+
+class _MonitoredIO(io.RawIOBase):
+    """Raw I/O through a :class:`MonitoredSocket` (what ``socket.SocketIO`` is to a socket)."""
+
+    def __init__(self, owner: MonitoredSocket, *, reading: bool, writing: bool) -> None:
+        super().__init__()
+        self._owner = owner
+        self._reading = reading
+        self._writing = writing
+        self._timed_out = False
+
+    def readinto(self, buffer: Buffer, /) -> int | None:
+        self._check(self._reading, "reading")
+        if self._timed_out:
+            raise OSError("cannot read from timed out object")
+        try:
+            return self._owner.recv_into(buffer)
+        except TimeoutError:
+            self._timed_out = True  # a buffered reader's state is unknown after a timeout
+            raise
+        except BlockingIOError:
+            return None
+
+    def write(self, data: Buffer, /) -> int | None:
+        self._check(self._writing, "writing")
+        try:
+            if self._owner.gettimeout() == 0:
+                return self._owner.send(data)
+            self._owner.sendall(data)
+        except BlockingIOError:
+            return None
+        return memoryview(data).nbytes
+
+    def readable(self) -> bool:
+        self._check(True, "reading")
+        return self._reading
+
+    def writable(self) -> bool:
+        self._check(True, "writing")
+        return self._writing
+
+    def seekable(self) -> bool:
+        self._check(True, "seeking")
+        return False
+
+    def fileno(self) -> int:
+        self._check(True, "fileno")
+        return self._owner.fileno()
+
+    @property
+    def name(self) -> int:
+        return -1 if self.closed else self._owner.fileno()
+
+    @property
+    def mode(self) -> str:
+        return ("r" if self._reading else "") + ("w" if self._writing else "") + "b"
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self._owner._release_file()
+
+    def _check(self, allowed: bool, what: str) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not allowed:
+            raise io.UnsupportedOperation(f"File not open for {what}")
