@@ -111,7 +111,15 @@ try:  # FIONREAD (= SIOCINQ on Linux): unread bytes, without consuming them
 except ImportError:  # no fcntl (Windows): fall back to readability
     _FIONREAD = None
 
-__all__ = ["MonitorStats", "MonitoredSocket", "OnDead", "PingSource", "active_monitors", "monitor"]
+__all__ = [
+    "MonitorStats",
+    "MonitoredSocket",
+    "OnDead",
+    "PingSource",
+    "Supervisor",
+    "active_monitors",
+    "monitor",
+]
 
 logger = logging.getLogger("keepalive.sync")
 # A library adds no handler but NullHandler: records show once the application configures
@@ -1321,3 +1329,19 @@ class _MonitoredIO(io.RawIOBase):
             raise ValueError("I/O operation on closed file.")
         if not allowed:
             raise io.UnsupportedOperation(f"File not open for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# keepalive.sync.Supervisor lives in keepalive.sync_supervisor (which imports this module):
+# loaded on first access, so there is no import cycle.
+
+if TYPE_CHECKING:
+    from keepalive.sync_supervisor import Supervisor
+
+
+def __getattr__(name: str) -> object:
+    if name == "Supervisor":
+        from keepalive.sync_supervisor import Supervisor  # noqa: PLC0415 - lazy: import cycle
+
+        return Supervisor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
