@@ -1,0 +1,1185 @@
+"""Heartbeats for asyncio: streams and protocols, one timer per event loop for all of them.
+
+Kernel keepalive cannot see past a userspace NAT or proxy: the proxy's kernel answers the
+probes. This module drives :class:`~keepalive.heartbeat.Heartbeat` (the sans-I/O core) on
+asyncio connections so that a peer that stops answering is declared dead within
+``HeartbeatConfig.detection_bound``::
+
+    reader, writer = await keepalive.aio.open_connection(
+        host, port,
+        keepalive=KeepaliveConfig(idle=60, interval=10, count=5),   # kernel layer (optional)
+        heartbeat=HeartbeatConfig(interval=10, timeout=5),         # application layer
+        ping=b"PING\\n", pong=b"PONG\\n",
+    )
+    data = await reader.read(4096)    # raises PeerUnresponsive once the peer is declared dead
+    keepalive.aio.monitor_of(writer).srtt
+
+Three ways in, one piece of code (:class:`HeartbeatProtocol`) behind all of them:
+
+* :func:`open_connection`: like :func:`asyncio.open_connection`, with a heartbeat;
+* :func:`wrap`: start a heartbeat on streams that already exist;
+* :class:`HeartbeatProtocol` / :func:`monitor_transport`: for ``asyncio.Protocol`` users.
+
+Design (what a reader of the code needs to know):
+
+* **Interception.** A :class:`HeartbeatProtocol` sits between the transport and the
+  application's protocol (for streams, the :class:`asyncio.StreamReaderProtocol`). Every chunk
+  the transport delivers first tells the core that the peer is alive and goes through the pong
+  matcher; only the application's bytes are passed on. :func:`open_connection` creates it
+  as the transport's protocol; :func:`wrap` and :func:`monitor_transport` interpose it with
+  ``transport.set_protocol()``. It is a :class:`asyncio.BufferedProtocol`: transports read
+  into one buffer per event loop, shared by all its monitors (reads are synchronous, so it
+  is never in use twice), and only the bytes read are copied out. That spares every read
+  the allocation of asyncio's 256 KiB receive size, which on this project's machines costs
+  more CPU than the heartbeat itself.
+* **One scheduler per event loop**, one ``loop.call_at`` handle, no task per connection.
+  Wake-ups are rounded up to a grid of 1/64 of ``min(interval, timeout)`` (at most 0.25 s),
+  so connections due at nearly the same time share one timer callback and one loop
+  iteration (deadlines are never advanced, so no verdict comes early). The scheduler keeps a
+  bucket (list) of monitors per wake-up time and a heap of the distinct times: scheduling is
+  a list append, with no allocation per beat. Re-arming is lazy: inbound bytes only update
+  the core, the monitor wakes at its old time, polls, and is put in the bucket of its new
+  deadline; it is moved only when a deadline moves earlier. Stale appearances are skipped
+  when their bucket fires, dropped when the loop's last monitor goes away, and compacted
+  when they outnumber the live monitors.
+* **No false deaths from our own stalls.** Before a poll that would count a miss, the driver
+  asks the kernel whether inbound bytes are already waiting on the socket (``FIONREAD``;
+  ``select`` with a zero timeout where ``ioctl`` is missing), and counts them as life
+  (:attr:`HeartbeatProtocol.unread_life`). Deferring the verdict with ``call_soon`` would not
+  do: asyncio runs every callback already in its ready queue, then polls for I/O and appends
+  the read callbacks *after* the deferred one, so after a blocked loop the verdict would still
+  come before the pending reads. A poll later than ``timeout`` past the ping's deadline
+  re-arms the ping's window instead of counting a miss (the core's stall rule, logged as a
+  warning).
+* **A ping never lands inside an application message.** Pings are written from the timer
+  callback, between other callbacks: one ``transport.write()`` (one ``writer.write()``) is
+  never split. A message built from several writes with an ``await`` in between (``write,
+  await drain(), write``) can be protected with ``async with monitor.hold_pings():``, which
+  defers a due ping until the block ends (detection is delayed by as long).
+* **A ping never waits behind our own upload.** ``writer.write()`` never blocks, so the
+  transport may buffer megabytes; a ping queued behind them would reach a slow but live
+  reader too late. While the transport has paused writing (its buffer is above the high-water
+  mark), a due ping is held back as long as the buffer keeps draining, and written when
+  writing resumes. If our bytes stop moving for ``timeout`` (a frozen peer), the ping is
+  written anyway and dated from when they stopped, so the verdict still comes within the
+  bound. The kernel's own send buffer is not looked into: ``timeout`` must cover the time a
+  full socket buffer takes to reach the peer.
+* **Death.** The verdict aborts the transport, hands the application's protocol
+  ``connection_lost(PeerUnresponsive)`` (so ``await reader.read()`` and ``writer.drain()``
+  raise it, and ``writer.wait_closed()`` does too), then calls ``on_dead(monitor, exc)`` once
+  (the same shape as :func:`keepalive.sync.monitor`'s ``on_dead(sock, exc)``).
+  ``on_dead`` may be a plain callable or a coroutine function (run as a task the scheduler
+  keeps a reference to). A failure inside it is logged, never raised into the loop.
+* **Half-closed and closing connections.** After the peer's EOF nothing more can arrive, so
+  the heartbeat stops; a ping that falls due while the application is closing the transport
+  (or after ``write_eof()``) stops it too. A verdict already in progress still aborts a
+  closing transport whose buffer cannot drain to a dead peer.
+* **Unread bytes.** Bytes waiting in the kernel count as life even when the application
+  stopped reading (the transport paused reading): they mean the application is behind the
+  peer, and a full receive buffer would keep any pong out. Detection resumes, within the
+  bound, once the application reads again.
+* **pong.** Bytes: a :class:`~keepalive.heartbeat.PongFilter` removes that token (only while
+  pings are outstanding). A :class:`~keepalive.heartbeat.PongMatcher`: yours (one per
+  connection). ``None``: no filtering, the application reads the replies; any inbound byte is
+  life, and the first chunk after a ping counts as its answer (an RTT sample that is exact
+  for a peer that was otherwise silent, as it is whenever a ping is sent).
+* **ping.** Bytes, or a callable returning the bytes of the next ping (for framed protocols
+  or pings that carry a counter). If the callable fails, the error is logged and the heartbeat
+  of that connection stops; the connection itself is left alone.
+
+Logging goes to the ``keepalive.aio`` logger (a child of ``keepalive``): DEBUG when a
+heartbeat starts or stops, WARNING for a verdict and for a late timer (a blocked loop), ERROR
+for failing callbacks. Everything here must be called from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import logging
+import math
+import select
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
+
+from keepalive.config import KeepaliveConfig
+from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.heartbeat import (
+    Action,
+    Heartbeat,
+    HeartbeatConfig,
+    PeerDead,
+    PongFilter,
+    PongMatcher,
+    SendPing,
+    Wait,
+    make_pong_matcher,
+)
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover - Windows: readability is asked with select() instead
+    fcntl = termios = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from keepalive.sockets import Applied
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "HeartbeatProtocol",
+    "OnDead",
+    "PingHold",
+    "PingSource",
+    "PongSource",
+    "SchedulerStats",
+    "monitor_of",
+    "monitor_transport",
+    "open_connection",
+    "scheduler_stats",
+    "wrap",
+]
+
+logger = logging.getLogger("keepalive.aio")
+# A library adds no handler but NullHandler: records show once the application configures
+# logging, and never through logging's "last resort" stderr handler.
+logging.getLogger("keepalive").addHandler(logging.NullHandler())
+
+PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
+"""A ping: fixed bytes, or a callable that returns the bytes of the next ping."""
+
+PongSource: TypeAlias = bytes | bytearray | memoryview | PongMatcher | None
+"""A pong: bytes removed from the stream, a :class:`~keepalive.heartbeat.PongMatcher`, or
+``None`` (replies stay in the stream; any inbound byte counts)."""
+
+OnDead: TypeAlias = Callable[["HeartbeatProtocol", PeerUnresponsive], object]
+"""Called once with the error when the peer is declared dead; may return an awaitable."""
+
+DEFAULT_LIMIT: Final = 2**16
+"""The StreamReader buffer limit :func:`asyncio.open_connection` uses too (64 KiB)."""
+
+_DEFAULT_PING: Final = b"PING\n"
+_DEFAULT_PONG: Final = b"PONG\n"
+
+# asyncio runs a timer when ``when < loop.time() + resolution``; entries that close count as due.
+_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
+_NEVER: Final = float("inf")
+_INT: Final = struct.Struct("i")
+_FOUR_ZERO_BYTES: Final = bytes(4)
+# Size of the read buffer shared by every monitor of one loop: asyncio's own read size.
+_RECEIVE_BUFFER_SIZE: Final = 256 * 1024
+# Wake-ups are rounded up to a grid of this fraction of min(interval, timeout), at most
+# _MAX_GRANULARITY: connections due within one grid step share one timer callback (and one
+# loop iteration), and the delay it adds stays far below the timeout that the stall rule uses.
+_GRANULARITY_FRACTION: Final = 1 / 64
+_MAX_GRANULARITY: Final = 0.25
+# How often (as a fraction of timeout) a ping held back behind our paused writes looks again.
+_STUCK_CHECK_FRACTION: Final = 1 / 8
+# Stale heap entries tolerated before compaction (and at least as many as the live ones).
+_COMPACT_AFTER: Final = 64
+
+# Monitor states.
+_NEW: Final = 0  # not attached to a transport yet
+_ACTIVE: Final = 1  # heartbeat running
+_STOPPED: Final = 2  # heartbeat over, connection left alone (EOF, closing, stop(), ...)
+_DEAD: Final = 3  # peer declared dead, transport aborted
+
+
+# ---------------------------------------------------------------------------------------------
+# Readability: bytes already waiting in the kernel count as life
+
+
+def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:
+    """Whether the kernel holds inbound bytes for ``transport``'s socket that nobody read yet."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return False
+        if fcntl is not None:
+            count: int = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, _FOUR_ZERO_BYTES))[0]
+            return count > 0
+        readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
+        return bool(readable)  # pragma: no cover
+    except (OSError, ValueError):  # closed meanwhile: nothing waiting
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# One scheduler per event loop
+
+
+class _Scheduler:
+    """Wakes every monitor of one event loop at its deadline, from one ``call_at`` handle.
+
+    Wake-up times lie on each monitor's grid (see ``_GRANULARITY_FRACTION``), so many monitors
+    share one: a bucket (list) of monitors per time, and a heap of the distinct times. A
+    monitor's ``_wake`` names the one bucket where it is live; other appearances are stale
+    and skipped. Only touched from the loop's thread. Holds the loop weakly so that the
+    registry entry goes away with the loop.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_armed_at",
+        "_buckets",
+        "_fire_callback",
+        "_firing",
+        "_handle",
+        "_loop_ref",
+        "_monitors",
+        "_stale",
+        "_tasks",
+        "_times",
+        "receive_buffer",
+    )
+
+    def __init__(self, loop_ref: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
+        self._loop_ref = loop_ref
+        self._buckets: dict[float, list[HeartbeatProtocol]] = {}
+        self._times: list[float] = []  # heap of the buckets' times
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = _NEVER
+        self._firing = False
+        self._monitors = 0
+        self._stale = 0
+        self._tasks: set[asyncio.Future[object]] = set()
+        self._fire_callback = self._fire  # one bound method for every call_at
+        # The loop's shared read buffer (see HeartbeatProtocol.get_buffer).
+        self.receive_buffer = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
+
+    # -- monitors ----------------------------------------------------------------------------
+
+    def add(self, monitor: HeartbeatProtocol, when: float) -> None:
+        self._monitors += 1
+        self.schedule(monitor, when)
+
+    def discard(self, monitor: HeartbeatProtocol) -> None:
+        """Forget ``monitor`` (its bucket entry becomes stale)."""
+        if monitor._wake is not None:
+            monitor._wake = None
+            self._stale += 1
+        self._monitors -= 1
+        if self._monitors == 0:
+            # Nothing left to wake: drop every stale entry and the timer now, not later.
+            self._buckets.clear()
+            self._times.clear()
+            self._stale = 0
+            self._disarm()
+        elif self._stale > _COMPACT_AFTER and self._stale > self._monitors:
+            self._compact()
+
+    def schedule(self, monitor: HeartbeatProtocol, when: float) -> None:
+        """Wake ``monitor`` at ``when`` (rounded up to its grid), replacing its wake-up."""
+        wake = monitor._wake_time(when)
+        current = monitor._wake
+        if current is not None:
+            if current == wake:
+                return
+            self._stale += 1
+        monitor._wake = wake
+        bucket = self._buckets.get(wake)
+        if bucket is not None:
+            bucket.append(monitor)
+            return
+        self._buckets[wake] = [monitor]
+        heapq.heappush(self._times, wake)
+        if wake < self._armed_at and not self._firing:
+            self._arm(wake)
+
+    def keep(self, task: asyncio.Future[object]) -> None:
+        """Hold a reference to an ``on_dead`` task until it finishes, and report its failure."""
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    # -- the timer ---------------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop_ref()
+        if loop is None or loop.is_closed():
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = loop.call_at(when, self._fire_callback)
+        self._armed_at = when
+
+    def _disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._armed_at = _NEVER
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed_at = _NEVER
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - a closed loop runs no timers
+            return
+        now = loop.time()
+        horizon = now + _CLOCK_RESOLUTION
+        times = self._times
+        buckets = self._buckets
+        self._firing = True
+        try:
+            while times and times[0] <= horizon:
+                wake = heapq.heappop(times)
+                poll_at = wake if wake > now else now
+                for monitor in buckets.pop(wake):
+                    if monitor._wake != wake:
+                        self._stale -= 1
+                        continue
+                    monitor._wake = None
+                    try:
+                        monitor._service(poll_at, wake)
+                    except Exception:  # one broken connection must not starve the others
+                        logger.exception("heartbeat of %r failed", monitor)
+                        monitor._abandon()
+        finally:
+            self._firing = False
+        if times:
+            self._arm(times[0])
+
+    def _compact(self) -> None:
+        """Drop stale entries (in place: _fire may be iterating over these containers)."""
+        live: dict[float, list[HeartbeatProtocol]] = {}
+        for wake, bucket in self._buckets.items():
+            # dict.fromkeys: a monitor may sit in its live bucket twice; keep one.
+            kept = [monitor for monitor in dict.fromkeys(bucket) if monitor._wake == wake]
+            if kept:
+                live[wake] = kept
+        self._buckets.clear()
+        self._buckets.update(live)
+        self._times[:] = sorted(live)  # a sorted list is a valid heap
+        self._stale = 0
+
+    def _task_done(self, task: asyncio.Future[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("on_dead callback failed", exc_info=task.exception())
+
+    # -- read-outs ---------------------------------------------------------------------------
+
+    def stats(self) -> SchedulerStats:
+        return SchedulerStats(
+            monitors=self._monitors,
+            entries=sum(len(bucket) for bucket in self._buckets.values()),
+            timer_armed=self._handle is not None,
+            callbacks_running=len(self._tasks),
+        )
+
+
+_SCHEDULERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scheduler] = (
+    weakref.WeakKeyDictionary()
+)
+# Loops that cannot be weakly referenced (none in the standard library): keyed by id, checked.
+_PINNED_SCHEDULERS: dict[int, tuple[asyncio.AbstractEventLoop, _Scheduler]] = {}
+_SCHEDULERS_LOCK = threading.Lock()
+
+
+def _scheduler_for(loop: asyncio.AbstractEventLoop, *, create: bool = True) -> _Scheduler | None:
+    try:
+        scheduler = _SCHEDULERS.get(loop)
+    except TypeError:  # pragma: no cover - loop type without __weakref__
+        pinned = _PINNED_SCHEDULERS.get(id(loop))
+        scheduler = pinned[1] if pinned is not None and pinned[0] is loop else None
+    if scheduler is not None or not create:
+        return scheduler
+    with _SCHEDULERS_LOCK:
+        try:
+            scheduler = _SCHEDULERS.get(loop)
+            if scheduler is None:
+                scheduler = _Scheduler(weakref.ref(loop))
+                _SCHEDULERS[loop] = scheduler
+        except TypeError:  # pragma: no cover - loop type without __weakref__
+            scheduler = _Scheduler(lambda: loop)
+            _PINNED_SCHEDULERS[id(loop)] = (loop, scheduler)
+    return scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """What the heartbeat scheduler of one event loop holds (see :func:`scheduler_stats`).
+
+    ``monitors``: connections whose heartbeat is running; ``entries``: wake-up entries, stale
+    ones included; ``timer_armed``: whether its ``call_at`` handle is pending;
+    ``callbacks_running``: ``on_dead`` coroutines not finished yet.
+    """
+
+    monitors: int
+    entries: int
+    timer_armed: bool
+    callbacks_running: int
+
+
+def scheduler_stats(loop: asyncio.AbstractEventLoop | None = None) -> SchedulerStats:
+    """The state of ``loop``'s heartbeat scheduler (default: the running loop).
+
+    All zero once every monitored connection of the loop is closed or dead: a quick leak check.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    scheduler = _scheduler_for(loop, create=False)
+    if scheduler is None:
+        return SchedulerStats(monitors=0, entries=0, timer_armed=False, callbacks_running=0)
+    return scheduler.stats()
+
+
+# ---------------------------------------------------------------------------------------------
+# The monitor: a protocol in front of the application's protocol
+
+
+class PingHold:
+    """Defers heartbeat pings while entered (``with`` or ``async with``); see
+    :meth:`HeartbeatProtocol.hold_pings`. Holds nest; the last one out sends a due ping."""
+
+    __slots__ = ("_monitor",)
+
+    def __init__(self, monitor: HeartbeatProtocol) -> None:
+        self._monitor = monitor
+
+    def __enter__(self) -> PingHold:
+        self._monitor._holds += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._monitor._release_hold()
+
+    async def __aenter__(self) -> PingHold:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+class HeartbeatProtocol(asyncio.BufferedProtocol):
+    """Runs a heartbeat on one connection, in front of the application's ``protocol``.
+
+    Use it as the protocol of a new connection::
+
+        transport, monitor = await loop.create_connection(
+            lambda: HeartbeatProtocol(MyProtocol(), HeartbeatConfig(interval=10, timeout=5)),
+            host, port)
+
+    or interpose it on an existing one with :func:`monitor_transport`. It forwards every
+    callback to ``protocol`` (an :class:`asyncio.Protocol`, a
+    :class:`asyncio.BufferedProtocol`, or anything with ``data_received``), minus the pongs,
+    and is the per-connection read-out: :attr:`rtt`, :attr:`srtt`, :attr:`dead`, ...
+
+    ``ping`` is written whenever the core asks for one: bytes, or a callable returning bytes.
+    ``pong`` is what the peer answers: bytes (removed from the stream), a
+    :class:`~keepalive.heartbeat.PongMatcher` (used for this connection only) or ``None`` (left
+    in the stream for the application). ``on_dead(monitor, exc)`` is called once when the peer is
+    declared dead, after the transport was aborted and ``protocol.connection_lost(exc)``
+    delivered; it may be a coroutine function. An instance serves one connection.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_buffered",
+        "_config",
+        "_error",
+        "_heartbeat",
+        "_holds",
+        "_inner",
+        "_inner_lost",
+        "_loop",
+        "_matcher",
+        "_on_dead",
+        "_ping",
+        "_ping_deferred",
+        "_scheduler",
+        "_state",
+        "_stuck_since",
+        "_stuck_size",
+        "_transport",
+        "_unread_life",
+        "_wake",
+        "_writing_paused",
+    )
+
+    def __init__(
+        self,
+        protocol: asyncio.BaseProtocol,
+        heartbeat: HeartbeatConfig,
+        *,
+        ping: PingSource = _DEFAULT_PING,
+        pong: PongSource = _DEFAULT_PONG,
+        on_dead: OnDead | None = None,
+    ) -> None:
+        if not isinstance(heartbeat, HeartbeatConfig):
+            raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        if not self._buffered and not callable(getattr(protocol, "data_received", None)):
+            raise InvalidSettingType(
+                "protocol", protocol, "an asyncio.Protocol or asyncio.BufferedProtocol"
+            )
+        self._inner = protocol
+        self._config = heartbeat
+        self._ping = _check_ping(ping)
+        self._matcher = make_pong_matcher(pong)
+        if on_dead is not None and not callable(on_dead):
+            raise InvalidSettingType(
+                "on_dead", on_dead, "a callable taking (monitor, error), or None"
+            )
+        self._on_dead = on_dead
+        self._heartbeat: Heartbeat | None = None
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: _Scheduler | None = None
+        self._wake: float | None = None  # the scheduler bucket this monitor is live in
+        self._state = _NEW
+        self._holds = 0
+        self._ping_deferred = False
+        self._error: PeerUnresponsive | None = None
+        self._inner_lost = False
+        self._writing_paused = False
+        # While a due ping waits behind our own buffered bytes: when they last moved, and how
+        # many were buffered then (None: not waiting).
+        self._stuck_since: float | None = None
+        self._stuck_size = 0
+        self._unread_life = 0
+
+    # -- read-outs ---------------------------------------------------------------------------
+
+    @property
+    def protocol(self) -> asyncio.BaseProtocol:
+        """The application's protocol, which gets every callback minus the pongs."""
+        return self._inner
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        """The monitored transport (``None`` before the connection is made)."""
+        return self._transport
+
+    @property
+    def config(self) -> HeartbeatConfig:
+        """The heartbeat's configuration."""
+        return self._config
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The core state machine (read it; do not feed it). ``None`` before the connection."""
+        return self._heartbeat
+
+    @property
+    def active(self) -> bool:
+        """Whether the heartbeat is running (not yet connected, stopped or dead: False)."""
+        return self._state == _ACTIVE
+
+    @property
+    def dead(self) -> bool:
+        """Whether the peer was declared dead (the transport was aborted then)."""
+        return self._state == _DEAD
+
+    @property
+    def error(self) -> PeerUnresponsive | None:
+        """The :class:`~keepalive.errors.PeerUnresponsive` of the verdict, or ``None``."""
+        return self._error
+
+    @property
+    def verdict(self) -> PeerDead | None:
+        """The core's :class:`~keepalive.heartbeat.PeerDead` verdict, or ``None``."""
+        return None if self._heartbeat is None else self._heartbeat.verdict
+
+    @property
+    def unread_life(self) -> int:
+        """Verdict checks that found inbound bytes waiting unread and counted them as life."""
+        return self._unread_life
+
+    @property
+    def rtt(self) -> float | None:
+        """The last ping-to-pong round-trip time in seconds, or ``None``."""
+        return None if self._heartbeat is None else self._heartbeat.rtt
+
+    @property
+    def srtt(self) -> float | None:
+        """The smoothed round-trip time (RFC 6298), or ``None``."""
+        return None if self._heartbeat is None else self._heartbeat.srtt
+
+    @property
+    def pings_sent(self) -> int:
+        """Pings written on this connection."""
+        return 0 if self._heartbeat is None else self._heartbeat.pings_sent
+
+    @property
+    def pongs_received(self) -> int:
+        """Pongs recognised (and, unless ``pong=None``, removed from the stream)."""
+        return 0 if self._heartbeat is None else self._heartbeat.pongs_received
+
+    @property
+    def stalls(self) -> int:
+        """Times the timer was so late (a blocked loop) that a ping got a second window."""
+        return 0 if self._heartbeat is None else self._heartbeat.stalls
+
+    @property
+    def last_received(self) -> float | None:
+        """``loop.time()`` of the last inbound byte (the connection's start until then)."""
+        return None if self._heartbeat is None else self._heartbeat.last_received
+
+    def __repr__(self) -> str:
+        state = ("new", "active", "stopped", "dead")[self._state]
+        return (
+            f"<HeartbeatProtocol {state} pings={self.pings_sent} pongs={self.pongs_received}"
+            f" rtt={self.rtt!r} protocol={self._inner!r}>"
+        )
+
+    # -- control -----------------------------------------------------------------------------
+
+    def hold_pings(self) -> PingHold:
+        """A context manager (``with`` or ``async with``) during which no ping is written.
+
+        For application messages written in several steps with awaits in between: a ping
+        that falls due inside the block is written as soon as the last hold ends. Keep holds
+        short: the ping's timeout only starts when it is written, so a hold delays the
+        detection of a dead peer by as long (it never causes a false verdict).
+        """
+        return PingHold(self)
+
+    def send_ping(self) -> bool:
+        """Write an extra ping now (e.g. to measure the RTT); False if none could be written.
+
+        An extra ping is counted and its pong removed and timed, but it never makes a verdict
+        come sooner. It goes behind whatever the transport has buffered, so its RTT includes
+        that queue. Nothing is written while the heartbeat is not running, while pings are
+        held, or while the transport is closing.
+        """
+        heartbeat = self._heartbeat
+        transport = self._transport
+        if (
+            self._state != _ACTIVE
+            or self._holds
+            or heartbeat is None
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        if not self._write_ping(transport):
+            return False
+        assert self._loop is not None
+        heartbeat.ping_sent(self._loop.time())
+        return True
+
+    def stop(self) -> None:
+        """Stop the heartbeat and leave the connection as it is. Idempotent.
+
+        The protocol stays in front of the application's and still removes the pongs of
+        pings already sent.
+        """
+        if self._state == _ACTIVE:
+            self._stop("stopped by the application")
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._attach(cast(asyncio.Transport, transport))
+        self._inner.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The transport reads into one buffer shared by every monitor of the loop, and calls
+        # buffer_updated() at once, before any other callback: no per-read allocation of
+        # asyncio's 256 KiB receive size (malloc and page-fault churn that costs more than
+        # the heartbeat itself). Only the bytes actually read are copied out.
+        scheduler = self._scheduler
+        if scheduler is None:  # pragma: no cover - transports read only after connection_made
+            scheduler = self._scheduler = _scheduler_for(asyncio.get_running_loop())
+            assert scheduler is not None
+        return scheduler.receive_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
+        self.data_received(bytes(scheduler.receive_buffer[:nbytes]))
+
+    def data_received(self, data: bytes) -> None:
+        """Take inbound bytes (transports call :meth:`buffer_updated`, which comes here)."""
+        heartbeat = self._heartbeat
+        if heartbeat is not None and self._state != _DEAD:
+            assert self._loop is not None
+            now = self._loop.time()
+            outstanding = heartbeat.outstanding
+            matcher = self._matcher
+            if (
+                outstanding
+                and matcher.__class__ is PongFilter
+                and data == matcher.token
+                and not matcher.held
+            ):
+                # The common chunk: exactly one pong, nothing held (what feed() would do).
+                data = b""
+                heartbeat.pong_received(now)
+            elif matcher is not None:
+                data, pongs = matcher.feed(data, outstanding)
+                if not pongs:
+                    heartbeat.bytes_received(now)
+                while pongs:  # each one is life too
+                    heartbeat.pong_received(now)
+                    pongs -= 1
+            elif outstanding:
+                heartbeat.pong_received(now)  # pong=None: the first bytes after a ping answer it
+            else:
+                heartbeat.bytes_received(now)
+            if self._state == _ACTIVE and (outstanding or self._wake is None):
+                # Bytes during a ping's window can move the deadline earlier (see Heartbeat);
+                # and a monitor whose ping is held has no wake-up until bytes set a deadline.
+                deadline = heartbeat.deadline
+                wake = self._wake
+                if deadline is not None and (wake is None or deadline < wake):
+                    # (schedule() ignores a deadline that rounds to the same wake-up)
+                    assert self._scheduler is not None
+                    self._scheduler.schedule(self, deadline)
+        if data and not self._inner_lost:  # after a verdict the application hears nothing
+            self._deliver(data)
+
+    def eof_received(self) -> bool | None:
+        if self._state == _ACTIVE:
+            self._stop("the peer closed its side")  # nothing can arrive any more
+        if self._inner_lost:
+            return None
+        self._release_held_bytes()
+        return cast(asyncio.Protocol, self._inner).eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._state == _ACTIVE:
+            self._stop("the connection was lost")
+        if not self._inner_lost:
+            self._release_held_bytes()
+        self._lose_inner(exc)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if not self._inner_lost:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._stuck_since is not None:
+            self._stuck_since = None
+            if self._state == _ACTIVE:  # the ping held back behind our bytes goes out now
+                assert self._loop is not None
+                now = self._loop.time()
+                self._service(now, now)
+        if not self._inner_lost:
+            self._inner.resume_writing()
+
+    # -- the heartbeat -----------------------------------------------------------------------
+
+    def _wake_time(self, when: float) -> float:
+        """``when`` rounded up to this connection's scheduling grid (see _GRANULARITY_FRACTION)."""
+        config = self._config
+        step = min(config.interval, config.timeout) * _GRANULARITY_FRACTION
+        step = min(step, _MAX_GRANULARITY)
+        wake: float = math.ceil(when / step) * step
+        return wake if wake >= when else wake + step
+
+    def _attach(self, transport: asyncio.Transport) -> None:
+        if self._state != _NEW:
+            raise RuntimeError("a HeartbeatProtocol serves one connection only")
+        loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._loop = loop
+        heartbeat = self._heartbeat = Heartbeat(self._config, loop.time())
+        scheduler = self._scheduler = _scheduler_for(loop)
+        assert scheduler is not None
+        self._state = _ACTIVE
+        deadline = heartbeat.deadline
+        assert deadline is not None
+        scheduler.add(self, deadline)
+        if logger.isEnabledFor(logging.DEBUG):
+            config = self._config
+            logger.debug(
+                "heartbeat started with %s (interval %g s, timeout %g s, misses %d)",
+                _peer(transport),
+                config.interval,
+                config.timeout,
+                config.misses,
+            )
+
+    def _service(self, now: float, when: float) -> None:
+        """The scheduler's wake-up at ``when`` (polled as ``now``): obey the core."""
+        heartbeat = self._heartbeat
+        transport = self._transport
+        assert heartbeat is not None
+        assert transport is not None
+        assert self._scheduler is not None
+        stalls = heartbeat.stalls
+        action = self._poll(heartbeat, transport, now)
+        if action.__class__ is SendPing:
+            sent_at = self._send_requested_ping(now)
+            if sent_at is None:
+                return
+            # A ping dated back (stuck writes) may be overdue already: guard that poll too.
+            action = (
+                heartbeat.poll(now) if sent_at == now else self._poll(heartbeat, transport, now)
+            )
+        if action.__class__ is Wait:
+            if heartbeat.stalls != stalls:
+                logger.warning(
+                    "heartbeat timer for %s ran %.3f s late (event loop blocked?);"
+                    " the peer gets another %g s to answer",
+                    _peer(transport),
+                    now - when,
+                    self._config.timeout,
+                )
+            self._scheduler.schedule(self, action.deadline)
+        else:
+            self._die(cast(PeerDead, action))
+
+    def _poll(self, heartbeat: Heartbeat, transport: asyncio.Transport, now: float) -> Action:
+        if heartbeat.ping_in_flight:
+            deadline = heartbeat.deadline
+            if deadline is not None and deadline <= now and _bytes_waiting(transport):
+                # This poll would count a miss, but bytes already reached the kernel: they are
+                # life, even though the loop has not delivered them yet (it was blocked).
+                self._unread_life += 1
+                heartbeat.bytes_received(now)
+        return heartbeat.poll(now)
+
+    def _send_requested_ping(self, now: float) -> float | None:
+        """Write the ping the core asked for; returns the time it counts as sent, or None."""
+        if self._holds:
+            self._ping_deferred = True  # sent by the last hold's exit
+            return None
+        transport = self._transport
+        assert transport is not None
+        assert self._heartbeat is not None
+        if transport.is_closing():
+            self._stop("the transport is closing")
+            return None
+        sent_at = now
+        if self._writing_paused:
+            # Our own bytes fill the transport's buffer. A ping queued behind them would wait
+            # for all of them to reach the peer, and a slow but live reader would look dead.
+            # Hold the ping back while they keep draining; once they stopped moving for
+            # ``timeout``, write it and date it from then (a frozen peer: the verdict stays
+            # within the bound).
+            due = self._heartbeat.deadline
+            assert due is not None
+            size = transport.get_write_buffer_size()
+            if self._stuck_since is None or size < self._stuck_size:
+                self._stuck_since = now
+            self._stuck_size = size
+            sent_at = max(self._stuck_since, due)
+            timeout = self._config.timeout
+            if now - sent_at < timeout:
+                assert self._scheduler is not None
+                self._scheduler.schedule(self, now + timeout * _STUCK_CHECK_FRACTION)
+                return None
+            self._stuck_since = None
+        if not self._write_ping(transport):
+            return None
+        self._heartbeat.ping_sent(sent_at)
+        return sent_at
+
+    def _write_ping(self, transport: asyncio.Transport) -> bool:
+        ping = self._ping
+        if not isinstance(ping, bytes):
+            try:
+                ping = _check_ping_bytes(ping())
+            except Exception:
+                logger.exception("the ping callable failed; heartbeat stopped")
+                self._stop("the ping callable failed")
+                return False
+        try:
+            transport.write(ping)
+        except (RuntimeError, OSError) as exc:  # e.g. write() after write_eof()
+            self._stop(f"the ping could not be written ({exc})")
+            return False
+        return True
+
+    def _release_hold(self) -> None:
+        self._holds -= 1
+        if self._holds == 0 and self._ping_deferred:
+            self._ping_deferred = False
+            if self._state == _ACTIVE:
+                assert self._loop is not None
+                now = self._loop.time()
+                self._service(now, now)
+
+    def _die(self, verdict: PeerDead) -> None:
+        error = verdict.as_error()
+        self._error = error
+        self._state = _DEAD
+        transport = self._transport
+        assert transport is not None
+        assert self._scheduler is not None
+        self._scheduler.discard(self)
+        logger.warning("%s declared dead: %s", _peer(transport), error)
+        try:
+            transport.abort()
+            self._release_held_bytes()
+            self._lose_inner(error)
+        finally:
+            self._notify_dead(error)
+
+    def _notify_dead(self, error: PeerUnresponsive) -> None:
+        callback, self._on_dead = self._on_dead, None
+        if callback is None:
+            return
+        try:
+            result = callback(self, error)
+        except Exception:
+            logger.exception("on_dead callback failed")
+            return
+        if inspect.isawaitable(result):
+            assert self._scheduler is not None
+            self._scheduler.keep(asyncio.ensure_future(result))
+
+    def _stop(self, reason: str) -> None:
+        self._state = _STOPPED
+        self._ping_deferred = False
+        assert self._scheduler is not None
+        self._scheduler.discard(self)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("heartbeat with %s stopped: %s", _peer(self._transport), reason)
+
+    def _abandon(self) -> None:
+        """After an unexpected error in :meth:`_service`: stop without touching anything else."""
+        if self._state == _ACTIVE:
+            self._stop("internal error")
+
+    # -- towards the application's protocol --------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        inner = self._inner
+        if not self._buffered:
+            cast(asyncio.Protocol, inner).data_received(data)
+            return
+        buffered = cast(asyncio.BufferedProtocol, inner)
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(buffered.get_buffer(len(view)))
+            size = min(len(buffer), len(view))
+            if not size:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buffer[:size] = view[:size]
+            buffered.buffer_updated(size)
+            view = view[size:]
+
+    def _release_held_bytes(self) -> None:
+        """Hand over bytes the matcher held back as a possible pong start (EOF, the end)."""
+        matcher = self._matcher
+        if matcher is not None and self._heartbeat is not None:
+            held = matcher.flush()
+            if held:
+                self._deliver(held)
+
+    def _lose_inner(self, exc: Exception | None) -> None:
+        if not self._inner_lost:
+            self._inner_lost = True
+            self._inner.connection_lost(exc)
+
+
+def _check_ping(ping: object) -> bytes | Callable[[], bytes]:
+    """Fixed pings become immutable bytes once; callables are kept (checked per ping)."""
+    if isinstance(ping, (bytes, bytearray, memoryview)):
+        return _check_ping_bytes(ping)
+    if callable(ping):
+        return cast("Callable[[], bytes]", ping)
+    hint = "encode text first, e.g. b'PING\\n'" if isinstance(ping, str) else None
+    raise InvalidSettingType(
+        "ping", ping, "non-empty bytes or a callable returning them", hint=hint
+    )
+
+
+def _check_ping_bytes(ping: object) -> bytes:
+    if not isinstance(ping, (bytes, bytearray, memoryview)):
+        raise InvalidSettingType("ping", ping, "non-empty bytes")
+    data = bytes(ping)
+    if not data:
+        raise InvalidSetting("ping", ping, "non-empty bytes")
+    return data
+
+
+def _peer(transport: asyncio.BaseTransport | None) -> str:
+    """``peer HOST:PORT`` for log messages (``the peer`` where the address is unknown)."""
+    peer = None if transport is None else transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"peer {peer[0]}:{peer[1]}"
+    return f"peer {peer}" if peer else "the peer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def monitor_of(
+    obj: asyncio.StreamWriter | asyncio.BaseTransport | asyncio.BaseProtocol,
+) -> HeartbeatProtocol | None:
+    """The :class:`HeartbeatProtocol` monitoring a writer's or a transport's connection.
+
+    ``None`` if the connection is not monitored. A transport forgets its protocol once the
+    connection is lost: keep the returned object to read its figures afterwards.
+    """
+    if isinstance(obj, HeartbeatProtocol):
+        return obj
+    if isinstance(obj, asyncio.StreamWriter):
+        obj = obj.transport
+    if isinstance(obj, asyncio.BaseTransport):
+        protocol = obj.get_protocol()
+        return protocol if isinstance(protocol, HeartbeatProtocol) else None
+    if isinstance(obj, asyncio.BaseProtocol):
+        return None
+    raise InvalidSettingType("obj", obj, "an asyncio StreamWriter, transport or protocol")
+
+
+def monitor_transport(
+    transport: asyncio.BaseTransport,
+    protocol: asyncio.BaseProtocol | None = None,
+    *,
+    heartbeat: HeartbeatConfig,
+    ping: PingSource = _DEFAULT_PING,
+    pong: PongSource = _DEFAULT_PONG,
+    on_dead: OnDead | None = None,
+    keepalive: KeepaliveConfig | None = None,
+) -> HeartbeatProtocol:
+    """Start a heartbeat on a connected ``transport``; returns its :class:`HeartbeatProtocol`.
+
+    The monitor is interposed with ``transport.set_protocol()`` in front of ``protocol``
+    (default: the transport's current protocol), which keeps getting every callback except
+    the pongs. With ``keepalive`` the socket's kernel keepalive is configured too
+    (:func:`keepalive.configure`; its errors propagate). Call it from the loop's thread,
+    while the loop runs. The heartbeat's clock starts now.
+    """
+    if not isinstance(transport, asyncio.BaseTransport):
+        raise InvalidSettingType("transport", transport, "an asyncio transport")
+    asyncio.get_running_loop()  # the monitor lives on the running loop: fail early outside one
+    current = transport.get_protocol()
+    if isinstance(current, HeartbeatProtocol):
+        raise InvalidSetting("transport", transport, "a transport that is not monitored yet")
+    if transport.is_closing():
+        raise InvalidSetting("transport", transport, "an open transport (this one is closing)")
+    inner = current if protocol is None else protocol
+    monitor = HeartbeatProtocol(inner, heartbeat, ping=ping, pong=pong, on_dead=on_dead)
+    if keepalive is not None:
+        _configure_kernel(transport, keepalive)
+    transport.set_protocol(monitor)
+    monitor._attach(cast(asyncio.Transport, transport))
+    return monitor
+
+
+def wrap(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    heartbeat: HeartbeatConfig,
+    ping: PingSource = _DEFAULT_PING,
+    pong: PongSource = _DEFAULT_PONG,
+    on_dead: OnDead | None = None,
+    keepalive: KeepaliveConfig | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Start a heartbeat on existing streams; returns the same ``(reader, writer)``.
+
+    Works for :func:`asyncio.open_connection` streams and for the streams a
+    :func:`asyncio.start_server` callback gets. Bytes already in ``reader``'s buffer are the
+    application's; pongs are removed from what arrives from now on. Once the peer is declared
+    dead, ``await reader.read()`` raises :class:`~keepalive.errors.PeerUnresponsive`. Get the
+    figures with :func:`monitor_of` ``(writer)``. Arguments as for :func:`open_connection`.
+    """
+    if not isinstance(reader, asyncio.StreamReader):
+        raise InvalidSettingType("reader", reader, "an asyncio.StreamReader")
+    if not isinstance(writer, asyncio.StreamWriter):
+        raise InvalidSettingType("writer", writer, "an asyncio.StreamWriter")
+    monitor_transport(
+        writer.transport,
+        heartbeat=heartbeat,
+        ping=ping,
+        pong=pong,
+        on_dead=on_dead,
+        keepalive=keepalive,
+    )
+    return reader, writer
+
+
+async def open_connection(
+    host: str | None = None,
+    port: int | str | None = None,
+    *,
+    keepalive: KeepaliveConfig | None = None,
+    heartbeat: HeartbeatConfig | None = None,
+    ping: PingSource = _DEFAULT_PING,
+    pong: PongSource = _DEFAULT_PONG,
+    on_dead: OnDead | None = None,
+    limit: int = DEFAULT_LIMIT,
+    **kwargs: object,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """:func:`asyncio.open_connection` with kernel keepalive and an application heartbeat.
+
+    ``keepalive``: a :class:`~keepalive.KeepaliveConfig` applied to the socket once connected
+    (``None``: the socket is left as it is). ``heartbeat``: a
+    :class:`~keepalive.heartbeat.HeartbeatConfig` (``None``: no heartbeat; ``ping``, ``pong``
+    are then unused and ``on_dead`` must be ``None``). ``ping``: bytes or a callable returning
+    the next ping's bytes. ``pong``: bytes to remove from the stream, a
+    :class:`~keepalive.heartbeat.PongMatcher`, or ``None`` (any reply counts; the application
+    reads it). ``on_dead(monitor, exc)``: called once when the peer is declared dead (sync or
+    coroutine function). ``limit`` and ``**kwargs`` (``ssl``, ``sock``, ``local_addr``, ...)
+    go to :class:`asyncio.StreamReader` and :meth:`loop.create_connection`.
+
+    Once the peer is declared dead the connection is aborted and ``await reader.read()``
+    raises :class:`~keepalive.errors.PeerUnresponsive`. Read the heartbeat's figures with
+    :func:`monitor_of` ``(writer)``. Every argument is checked before connecting.
+    """
+    # Retry and connect-timeout options belong to the connect step below (one attempt now).
+    if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
+        raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
+    if heartbeat is None and on_dead is not None:
+        raise InvalidSetting("on_dead", on_dead, "None when no heartbeat is configured")
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    stream_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    protocol: asyncio.BaseProtocol = stream_protocol
+    if heartbeat is not None:
+        protocol = HeartbeatProtocol(
+            stream_protocol, heartbeat, ping=ping, pong=pong, on_dead=on_dead
+        )
+    transport = await _connect_once(loop, protocol, host, port, kwargs)
+    if keepalive is not None:
+        try:
+            _configure_kernel(transport, keepalive)
+        except BaseException:
+            transport.abort()
+            raise
+    writer = asyncio.StreamWriter(transport, stream_protocol, reader, loop)
+    return reader, writer
+
+
+async def _connect_once(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.BaseProtocol,
+    host: str | None,
+    port: int | str | None,
+    kwargs: dict[str, object],
+) -> asyncio.Transport:
+    # typeshed's overloads cannot see that kwargs holds a valid combination (sock=, ssl=, ...).
+    create = cast(
+        "Callable[..., Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol]]]",
+        loop.create_connection,
+    )
+    transport, _ = await create(lambda: protocol, host, port, **kwargs)
+    return transport
+
+
+def _configure_kernel(transport: asyncio.BaseTransport, config: KeepaliveConfig) -> Applied:
+    from keepalive.sockets import configure  # noqa: PLC0415 - only when kernel keepalive is asked
+
+    if not isinstance(config, KeepaliveConfig):
+        raise InvalidSettingType("keepalive", config, "a KeepaliveConfig or None")
+    return configure(transport.get_extra_info("socket"), config)

@@ -1,0 +1,846 @@
+"""The blocking supervised connection, :class:`keepalive.sync.Supervisor`, on real sockets.
+
+Peers: the in-process :class:`EchoServer` (answers ``PING\\n`` with ``PONG\\n``, echoes the
+rest; ``kill_connections`` resets like a crashed server), a :class:`FaultProxy` in front of it
+to freeze the path, plain listening sockets where the test must control accepting and closing
+(a listener with a full backlog is a loopback black hole: the kernel drops further SYNs), and
+a private network namespace for a black hole that only kernel keepalive can detect.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from netns import Namespace
+
+import keepalive
+import keepalive.sync
+from keepalive.config import KeepaliveConfig
+from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.heartbeat import HeartbeatConfig, PongFilter
+from keepalive.pytest_plugin import FaultProxyFactory
+from keepalive.reconnect import Backoff, StopReason
+from keepalive.supervision import DisconnectReason, SupervisorState
+from keepalive.sync_supervisor import READ_BUFFER_LIMIT, SupervisedSocket, Supervisor
+from keepalive.testing import EchoServer
+
+FAST = HeartbeatConfig(interval=0.2, timeout=0.3)  # detection bound 0.5 s
+QUICK = Backoff.constant(0.05)  # retry every 50 ms
+SLACK = 1.0  # seconds an event may come late on this shared 2-core machine
+WAIT = 5.0  # generous bound for things that normally take milliseconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class Events:
+    """Records the hooks' calls, in order, and lets the test wait for them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.disconnects: list[tuple[DisconnectReason, BaseException | None]] = []
+        self.backoffs: list[tuple[float, BaseException | None]] = []
+        self.connects: list[SupervisedSocket] = []
+        self.times: dict[str, list[float]] = {"disconnect": [], "connect": []}
+
+    def on_disconnect(self, reason: DisconnectReason, error: BaseException | None) -> None:
+        with self._cond:
+            self.disconnects.append((reason, error))
+            self.times["disconnect"].append(time.monotonic())
+            self._cond.notify_all()
+
+    def on_backoff(self, delay: float, error: BaseException | None) -> None:
+        with self._cond:
+            self.backoffs.append((delay, error))
+            self._cond.notify_all()
+
+    def on_connect(self, conn: SupervisedSocket) -> None:
+        with self._cond:
+            self.connects.append(conn)
+            self.times["connect"].append(time.monotonic())
+            self._cond.notify_all()
+
+    def supervisor(self, address: tuple[str, int], **kwargs: Any) -> Supervisor:
+        """A supervisor reporting to these records."""
+        return Supervisor(
+            address,
+            on_disconnect=self.on_disconnect,
+            on_backoff=self.on_backoff,
+            on_connect=self.on_connect,
+            **kwargs,
+        )
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise AssertionError(
+                    f"timed out: disconnects={self.disconnects} backoffs={self.backoffs}"
+                )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def down_server() -> Iterator[socket.socket]:
+    """A bound, not yet listening socket: connections to its address are refused until the
+    test calls ``listen()`` on it (holding the port keeps other sockets from taking it)."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        yield server
+
+
+def echo(conn: socket.socket | SupervisedSocket, payload: bytes) -> bytes:
+    """Send ``payload`` and read back as many bytes."""
+    conn.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = conn.recv(len(payload) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@contextmanager
+def black_hole() -> Iterator[tuple[str, int]]:
+    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=1):  # fills the backlog
+            yield address
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fails the test if it leaves threads or file descriptors behind."""
+    threads = set(threading.enumerate())
+    fds = open_fds()
+    yield
+    wait_until(lambda: set(threading.enumerate()) <= threads, what="threads to end")
+    wait_until(lambda: open_fds() <= fds, what=f"fds back to {fds} (now {open_fds()})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Connecting
+
+
+def test_server_down_at_start_comes_up_after_a_few_attempts(no_leaks: None) -> None:
+    events = Events()
+    with (
+        down_server() as listener,
+        events.supervisor(listener.getsockname(), retry=QUICK) as sup,
+    ):
+        wait_until(lambda: sup.stats.attempts >= 3, what="3 refused attempts")
+        assert sup.connection is None
+        assert sup.state in (SupervisorState.BACKING_OFF, SupervisorState.CONNECTING)
+        listener.listen()  # the server comes up
+        conn = sup.wait_connected(timeout=WAIT)
+        peer, _ = listener.accept()
+        with peer:
+            peer.sendall(b"hello")
+            assert conn.recv(5) == b"hello"
+            conn.sendall(b"back")
+            assert peer.recv(4) == b"back"
+            stats = sup.stats
+            assert sup.connection is conn
+            sup.close()  # before the server side closes
+    assert stats.state is SupervisorState.CONNECTED
+    assert (stats.connects, stats.reconnects, stats.disconnects) == (1, 0, 0)
+    # Every refused attempt was followed by one backoff wait of the policy's delay.
+    assert stats.attempts == len(events.backoffs) + 1 >= 4
+    assert all(delay == 0.05 for delay, _ in events.backoffs)
+    assert all(isinstance(error, ConnectionRefusedError) for _, error in events.backoffs)
+    assert isinstance(stats.last_error, ConnectionRefusedError)
+    assert events.connects == [conn]
+    assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # from close()
+    assert sup.state is SupervisorState.CLOSED
+
+
+def test_kernel_keepalive_is_set_on_each_connection(echo_server: EchoServer) -> None:
+    cfg = KeepaliveConfig(idle=7, interval=3, count=4)
+    with Supervisor(echo_server.address, keepalive=cfg, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        state = keepalive.inspect(conn.socket)
+    assert state.enabled
+    assert (state.idle, state.interval, state.count) == (7, 3, 4)
+
+
+def test_on_connect_failures_count_as_failed_attempts_and_retry(echo_server: EchoServer) -> None:
+    events = Events()
+    tried: list[SupervisedSocket] = []
+
+    def handshake(conn: SupervisedSocket) -> None:
+        tried.append(conn)
+        if len(tried) < 3:
+            raise ConnectionError(f"handshake {len(tried)} refused")
+        assert echo(conn, b"HELLO\n") == b"HELLO\n"  # on_connect may use the connection
+
+    with Supervisor(
+        echo_server.address,
+        retry=QUICK,
+        on_connect=handshake,
+        on_disconnect=events.on_disconnect,
+        on_backoff=events.on_backoff,
+    ) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        assert conn is tried[-1]
+        assert echo(conn, b"after\n") == b"after\n"
+        stats = sup.stats
+        # The failed connections were closed before the next attempt.
+        assert [c.fileno() for c in tried[:2]] == [-1, -1]
+        assert all(c.disconnect_reason is DisconnectReason.CLOSED for c in tried[:2])
+    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 1, 0)
+    assert [str(error) for _, error in events.backoffs] == [
+        "handshake 1 refused",
+        "handshake 2 refused",
+    ]
+    assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # only the published one
+
+
+def test_on_connect_error_the_policy_does_not_retry_gives_up(echo_server: EchoServer) -> None:
+    def handshake(conn: SupervisedSocket) -> None:
+        raise ValueError("bad greeting")
+
+    with Supervisor(echo_server.address, retry=QUICK, on_connect=handshake) as sup:
+        with pytest.raises(ConnectFailed) as caught:
+            sup.wait_connected(timeout=WAIT)
+        assert sup.state is SupervisorState.FAILED
+        assert sup.stop_reason is StopReason.NOT_RETRYABLE
+    assert caught.value.reason == "not retryable"
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert sup.stats.attempts == 1
+
+
+def test_policy_exhausted_gives_up(no_leaks: None) -> None:
+    policy = Backoff(initial=0.01, jitter="none", max_attempts=3)
+    with down_server() as server:
+        sup = Supervisor(server.getsockname(), retry=policy).start()
+        try:
+            with pytest.raises(ConnectFailed) as caught:
+                sup.wait_connected(timeout=WAIT)
+            wait_until(
+                lambda: (
+                    not any(
+                        t.name.startswith("keepalive-supervisor") for t in threading.enumerate()
+                    )
+                ),
+                what="the supervisor thread to end",
+            )
+            stats = sup.stats
+            assert sup.state is SupervisorState.FAILED
+            assert sup.stop_reason is StopReason.EXHAUSTED
+            with pytest.raises(ConnectFailed):  # and keeps raising
+                sup.wait_connected(timeout=0)
+        finally:
+            sup.close()
+    error = caught.value
+    assert error.reason == "exhausted"
+    assert isinstance(error.__cause__, ConnectionRefusedError)
+    assert [failure.attempt for failure in error.attempts] == [0, 1, 2]  # type: ignore[attr-defined]
+    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 0, 0)
+    assert isinstance(stats.last_error, ConnectionRefusedError)
+    assert sup.stats.state is SupervisorState.CLOSED  # close() after giving up
+
+
+# ---------------------------------------------------------------------------------------------
+# Closing promptly
+
+
+def test_close_during_backoff_returns_within_100_ms(no_leaks: None) -> None:
+    with down_server() as server:
+        sup = Supervisor(server.getsockname(), retry=Backoff.constant(30)).start()
+        wait_until(lambda: sup.state is SupervisorState.BACKING_OFF, what="the backoff wait")
+        time.sleep(0.05)  # well inside the 30 s wait
+        started = time.perf_counter()
+        sup.close()
+        elapsed = time.perf_counter() - started
+    assert elapsed < 0.1, f"close() took {elapsed * 1000:.1f} ms during a backoff wait"
+    assert sup.state is SupervisorState.CLOSED
+    with pytest.raises(ConnectFailed) as caught:
+        sup.wait_connected()
+    assert caught.value.reason == "closed"
+
+
+def test_close_during_a_connect_to_a_black_hole_returns_within_100_ms(no_leaks: None) -> None:
+    with black_hole() as address:
+        sup = Supervisor(address, retry=Backoff(connect_timeout=30)).start()
+        wait_until(lambda: sup.state is SupervisorState.CONNECTING, what="the connect")
+        time.sleep(0.2)  # the SYN is unanswered: the connect is waiting
+        assert sup.state is SupervisorState.CONNECTING
+        started = time.perf_counter()
+        sup.close()
+        elapsed = time.perf_counter() - started
+    assert elapsed < 0.1, f"close() took {elapsed * 1000:.1f} ms during a connect"
+    assert sup.stats.attempts == 1
+
+
+def test_close_during_on_connect_returns_within_100_ms(echo_server: EchoServer) -> None:
+    entered = threading.Event()
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+
+    def handshake(conn: SupervisedSocket) -> None:
+        entered.set()
+        try:
+            outcome.put(conn.recv(10))  # the echo server says nothing first: blocks
+        except BaseException as exc:
+            outcome.put(exc)
+            raise
+
+    sup = Supervisor(echo_server.address, retry=QUICK, on_connect=handshake).start()
+    assert entered.wait(WAIT)
+    time.sleep(0.05)
+    started = time.perf_counter()
+    sup.close()
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.1, f"close() took {elapsed * 1000:.1f} ms during on_connect"
+    # The blocked read is woken: end of stream (the socket was shut down) or EBADF (closed).
+    woken = outcome.get(timeout=WAIT)
+    assert woken == b"" or isinstance(woken, OSError)
+    stats = sup.stats
+    assert (stats.attempts, stats.connects, stats.disconnects) == (1, 0, 0)
+
+
+def test_connect_timeout_to_a_black_hole_counts_as_a_failed_attempt() -> None:
+    events = Events()
+    with black_hole() as address:
+        policy = Backoff.constant(0.01, connect_timeout=0.2)
+        with Supervisor(address, retry=policy, on_backoff=events.on_backoff) as sup:
+            events.wait(lambda: len(events.backoffs) >= 2)
+    _delay, error = events.backoffs[0]
+    assert isinstance(error, TimeoutError)
+    assert error.errno == errno.ETIMEDOUT
+    assert sup.stats.attempts >= 2
+
+
+def test_close_while_connected_wakes_a_blocked_reader(echo_server: EchoServer) -> None:
+    events = Events()
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+    with events.supervisor(echo_server.address, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+
+        def reader() -> None:
+            try:
+                outcome.put(conn.recv(10))
+            except BaseException as exc:
+                outcome.put(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.1)
+        started = time.perf_counter()
+        sup.close()
+        elapsed = time.perf_counter() - started
+        thread.join(WAIT)
+    result = outcome.get(timeout=WAIT)
+    assert isinstance(result, OSError)
+    assert result.errno == errno.EBADF
+    assert elapsed < 0.1
+    assert events.disconnects == [(DisconnectReason.CLOSED, None)]
+    assert sup.stats.disconnects == 1
+    assert conn.fileno() == -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Detecting the end of a connection
+
+
+def test_server_killed_mid_session_is_detected_and_the_client_reconnects(
+    echo_server: EchoServer,
+) -> None:
+    events = Events()
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+    with events.supervisor(echo_server.address, heartbeat=FAST, retry=QUICK) as sup:
+        first = sup.wait_connected(timeout=WAIT)
+        assert echo(first, b"one\n") == b"one\n"
+
+        def reader() -> None:  # an application thread blocked in recv
+            try:
+                outcome.put(first.recv(10))
+            except BaseException as exc:
+                outcome.put(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.05)
+        killed = time.monotonic()
+        assert echo_server.kill_connections() == 1
+        events.wait(lambda: len(events.connects) == 2)
+        second = sup.wait_connected(timeout=WAIT)
+        assert second is events.connects[1] is not first
+        assert echo(second, b"two\n") == b"two\n"
+        thread.join(WAIT)
+        stats = sup.stats
+    reason, error = events.disconnects[0]
+    assert reason is DisconnectReason.RESET
+    assert isinstance(error, ConnectionResetError)
+    assert events.times["disconnect"][0] - killed < SLACK  # a reset is seen at once
+    assert isinstance(outcome.get_nowait(), ConnectionResetError)  # the blocked reader too
+    assert first.disconnect_reason is DisconnectReason.RESET
+    assert first.fileno() == -1
+    assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (2, 2, 1, 1)
+    assert stats.last_disconnect is DisconnectReason.RESET
+
+
+def test_server_closing_is_peer_closed_and_buffered_bytes_survive() -> None:
+    events = Events()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = listener.getsockname()
+        with events.supervisor(address, retry=QUICK) as sup:
+            first = sup.wait_connected(timeout=WAIT)
+            peer, _ = listener.accept()
+            peer.sendall(b"last words")
+            peer.close()  # FIN, while the application reads nothing
+            events.wait(lambda: len(events.connects) == 2)  # noticed and reconnected
+            second = sup.wait_connected(timeout=WAIT)
+            # The old connection still yields what arrived before its end, then end of stream.
+            assert first.pending() == 10
+            assert first.recv(100) == b"last words"
+            assert first.recv(100) == b""
+            with pytest.raises(OSError, match="closed"):
+                first.sendall(b"too late")
+            peer2, _ = listener.accept()
+            with peer2:
+                peer2.sendall(b"new")
+                assert second.recv(3) == b"new"
+    assert events.disconnects[0] == (DisconnectReason.PEER_CLOSED, None)
+
+
+def test_frozen_proxy_is_detected_by_the_heartbeat_and_healed_by_forwarding(
+    echo_server: EchoServer, fault_proxy: FaultProxyFactory
+) -> None:
+    proxy = fault_proxy(echo_server.address)
+    events = Events()
+    with events.supervisor(proxy.address, heartbeat=FAST, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        assert echo(conn, b"before\n") == b"before\n"
+        time.sleep(0.3)  # idle: only the heartbeat talks
+        proxy.freeze()  # the server is unreachable; TCP to the proxy stays up
+        frozen = time.monotonic()
+        events.wait(lambda: len(events.disconnects) >= 1)
+        detected = events.times["disconnect"][0] - frozen
+        reason, error = events.disconnects[0]
+        assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
+        assert isinstance(error, PeerUnresponsive)
+        # The verdict comes FAST.detection_bound after the last pong, which came at most one
+        # interval before the freeze.
+        assert FAST.detection_bound - FAST.interval - 0.05 <= detected
+        assert detected <= FAST.detection_bound + SLACK
+        assert sup.connection is not conn
+        with pytest.raises(PeerUnresponsive):
+            conn.recv(10)
+
+        proxy.forward()
+        healed = time.monotonic()
+        deadline = healed + WAIT
+        while True:  # connections made while frozen die too; wait for one that answers
+            current = sup.wait_connected(timeout=WAIT)
+            current.settimeout(1.0)
+            try:
+                if echo(current, b"after\n") == b"after\n":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "no working connection after forward()"
+        time.sleep(FAST.detection_bound + 0.3)  # it stays up past the detection bound
+        assert sup.connection is current
+        assert sup.state is SupervisorState.CONNECTED
+    assert {reason for reason, _ in events.disconnects[:-1]} == {DisconnectReason.HEARTBEAT_TIMEOUT}
+    assert events.disconnects[-1] == (DisconnectReason.CLOSED, None)
+
+
+@pytest.mark.netns
+def test_black_hole_is_detected_by_kernel_keepalive(netns: Namespace) -> None:
+    cfg = KeepaliveConfig(idle=1, interval=1, count=1)  # dead after 2 s of silence
+    events = Events()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = listener.getsockname()
+        policy = Backoff.constant(0.05, connect_timeout=0.3)
+        with events.supervisor(address, keepalive=cfg, retry=policy) as sup:
+            sup.wait_connected(timeout=WAIT)
+            peer, _ = listener.accept()
+            hole = netns.black_hole(address[1])
+            holed = time.monotonic()
+            events.wait(lambda: len(events.disconnects) >= 1, timeout=cfg.detection_bound + 3)
+            detected = events.times["disconnect"][0] - holed
+            hole.remove()
+            events.wait(lambda: len(events.connects) >= 2)
+            peer.close()
+    reason, error = events.disconnects[0]
+    assert reason is DisconnectReason.KERNEL_TIMEOUT
+    assert isinstance(error, OSError)
+    assert error.errno == errno.ETIMEDOUT
+    assert cfg.detection_bound - 0.5 <= detected <= cfg.detection_bound + SLACK
+
+
+def test_application_closing_its_connection_asks_for_a_new_one(echo_server: EchoServer) -> None:
+    events = Events()
+    with events.supervisor(echo_server.address, retry=QUICK) as sup:
+        first = sup.wait_connected(timeout=WAIT)
+        first.close()
+        events.wait(lambda: len(events.connects) == 2)
+        second = sup.wait_connected(timeout=WAIT)
+        assert echo(second, b"x\n") == b"x\n"
+        with pytest.raises(OSError, match="closed") as caught:
+            first.recv(1)
+    assert caught.value.errno == errno.EBADF
+    assert events.disconnects[0] == (DisconnectReason.CLOSED, None)
+
+
+def test_application_write_failure_ends_the_connection(echo_server: EchoServer) -> None:
+    events = Events()
+    with events.supervisor(echo_server.address, heartbeat=None, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        conn.settimeout(0.1)
+        with pytest.raises(TimeoutError):  # its own timeout is no failure
+            conn.recv(1)
+        assert sup.connection is conn
+        # Fill the read-ahead buffer: the supervisor stops reading, so only a write can
+        # notice the reset.
+        line = b"x" * 1023 + b"\n"
+        conn.settimeout(None)
+        conn.sendall(line * (READ_BUFFER_LIMIT // len(line)))
+        wait_until(lambda: conn.pending() == READ_BUFFER_LIMIT, what="a full buffer")
+        assert echo_server.kill_connections() == 1
+        time.sleep(0.1)
+        assert sup.connection is conn  # not noticed yet
+        with pytest.raises((ConnectionResetError, BrokenPipeError)) as caught:
+            conn.sendall(b"more\n")
+        events.wait(lambda: len(events.connects) == 2)
+        # The buffered bytes are still there, then the error that ended the connection.
+        received = 0
+        ended: OSError | None = None
+        while ended is None:
+            try:
+                received += len(conn.recv(65536))
+            except OSError as exc:
+                ended = exc
+    assert received == READ_BUFFER_LIMIT
+    assert type(ended) is type(caught.value)
+    assert events.disconnects[0] == (DisconnectReason.RESET, caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backoff across outages
+
+
+def test_backoff_continues_after_short_connections_and_resets_after_healthy_ones(
+    echo_server: EchoServer,
+) -> None:
+    policy = Backoff(initial=0.05, multiplier=2, max_delay=10, jitter="none")
+    events = Events()
+    with events.supervisor(echo_server.address, retry=policy, healthy_after=0.4) as sup:
+
+        def kill_connection(number: int) -> None:
+            events.wait(lambda: len(events.connects) == number)
+            assert echo(events.connects[-1], b"x\n") == b"x\n"  # the server has it
+            assert echo_server.kill_connections() == 1
+            events.wait(lambda: len(events.backoffs) == number)
+
+        for number in (1, 2, 3):  # short-lived: the sequence goes on
+            kill_connection(number)
+        events.wait(lambda: len(events.connects) == 4)
+        time.sleep(0.5)  # healthy
+        kill_connection(4)  # reconnect at once, and start the sequence over
+        kill_connection(5)
+        events.wait(lambda: len(events.connects) == 6)
+        stats = sup.stats
+    assert [delay for delay, _ in events.backoffs] == [0.05, 0.1, 0.2, 0.0, 0.05]
+    assert all(isinstance(error, ConnectionResetError) for _, error in events.backoffs)
+    assert [reason for reason, _ in events.disconnects[:5]] == [DisconnectReason.RESET] * 5
+    assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (6, 6, 5, 5)
+    assert stats.total_uptime >= 0.5
+
+
+def test_short_connections_exhaust_a_bounded_policy(echo_server: EchoServer) -> None:
+    events = Events()
+    policy = Backoff.constant(0.01, max_attempts=3)
+    with events.supervisor(echo_server.address, retry=policy) as sup:
+        for number in (1, 2, 3):
+            events.wait(lambda n=number: len(events.connects) == n)  # type: ignore[misc]
+            assert echo(events.connects[-1], b"x\n") == b"x\n"
+            echo_server.kill_connections()
+        wait_until(lambda: sup.state is SupervisorState.FAILED, what="giving up")
+        with pytest.raises(ConnectFailed) as caught:
+            sup.wait_connected(timeout=WAIT)
+    assert caught.value.reason == "exhausted"
+    assert sup.stats.attempts == 3
+    assert [reason for reason, _ in events.disconnects] == [DisconnectReason.RESET] * 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection as the application sees it
+
+
+def test_bytes_stream_through_unchanged_with_pings_in_between(echo_server: EchoServer) -> None:
+    # Lines, so that the line echo server tells the pings (sent between writes) apart.
+    letters = random.Random(7).choices(b"abcdefghijklmnopqrstuvwxyz", k=3 * READ_BUFFER_LIMIT)
+    payload = b"\n".join(bytes(letters[i : i + 99]) for i in range(0, len(letters), 99)) + b"\n"
+    busy = HeartbeatConfig(interval=0.02, timeout=1.0)
+    with Supervisor(echo_server.address, heartbeat=busy, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        writer = threading.Thread(target=conn.sendall, args=(payload,))
+        writer.start()
+        received = bytearray()
+        time.sleep(0.3)  # let the read-ahead buffer fill up: it must stop, not drop
+        assert conn.pending() <= READ_BUFFER_LIMIT
+        while len(received) < len(payload):
+            received += conn.recv(65536)
+        writer.join(WAIT)
+        time.sleep(busy.interval * 5)  # idle: pings go out, pongs come back and are removed
+        with conn.makefile("rwb") as file:
+            file.write(b"line one\nline two\n")
+            file.flush()
+            assert file.readline() == b"line one\n"
+            assert file.readline() == b"line two\n"
+        assert conn.stats.pongs_received > 0
+        assert sup.connection is conn
+    assert bytes(received) == payload
+
+
+def test_recv_timeouts_and_non_blocking_mode(echo_server: EchoServer) -> None:
+    with Supervisor(echo_server.address, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        conn.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            conn.recv(1)
+        conn.settimeout(0.1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.recv(1)
+        assert 0.09 <= time.monotonic() - started < 0.1 + SLACK
+        conn.settimeout(None)
+        conn.sendall(b"abc\n")
+        buffer = bytearray(10)
+        wait_until(lambda: conn.pending() == 4)
+        assert conn.recv_into(buffer, 2) == 2
+        assert conn.recv_into(buffer) == 2
+        assert bytes(buffer[:2]) == b"c\n"
+        assert conn.recv(0) == b""
+        with pytest.raises(InvalidSetting, match="flags"):
+            conn.recv(1, socket.MSG_PEEK)
+        assert sup.connection is conn
+
+
+def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
+    with Supervisor(echo_server.address, heartbeat=None, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        assert not conn.monitoring
+        assert echo(conn, b"PING\n") == b"PONG\n"  # the application's own, not filtered
+
+
+def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:
+    made: list[PongFilter] = []
+
+    def matcher() -> PongFilter:
+        made.append(PongFilter(b"PONG\n"))
+        return made[-1]
+
+    with Supervisor(echo_server.address, heartbeat=FAST, pong=matcher, retry=QUICK) as sup:
+        sup.wait_connected(timeout=WAIT)
+        echo_server.kill_connections()
+        wait_until(lambda: len(made) == 2 and sup.connection is not None)
+        conn = sup.wait_connected(timeout=WAIT)
+        time.sleep(FAST.interval + 0.1)
+        assert conn.stats.pongs_received >= 1
+        assert echo(conn, b"data\n") == b"data\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Handler mode
+
+
+def test_handler_runs_once_per_connection_and_returning_reconnects(
+    echo_server: EchoServer,
+) -> None:
+    events = Events()
+    served: list[SupervisedSocket] = []
+    sup: Supervisor
+
+    def handler(conn: SupervisedSocket) -> None:
+        # The previous connection is gone before the next one is handed out.
+        assert all(old.fileno() == -1 for old in served)
+        assert threading.current_thread().name.startswith("keepalive-handler")
+        served.append(conn)
+        assert echo(conn, b"hi %d\n" % len(served)) == b"hi %d\n" % len(served)
+        if len(served) == 3:
+            sup.close()  # from the handler: no deadlock
+
+    sup = events.supervisor(echo_server.address, retry=QUICK, handler=handler)
+    with sup:
+        events.wait(lambda: len(events.disconnects) == 3)
+        wait_until(lambda: sup.state is SupervisorState.CLOSED)
+    assert len(served) == 3
+    assert events.connects == served
+    assert events.disconnects == [(DisconnectReason.CLOSED, None)] * 3
+    stats = sup.stats
+    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 3, 3)
+
+
+def test_handler_sees_the_death_and_its_exception_ends_the_connection(
+    echo_server: EchoServer,
+) -> None:
+    events = Events()
+    calls = 0
+
+    def handler(conn: SupervisedSocket) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            conn.recv(10)  # blocked until the server is killed: raises ConnectionResetError
+        if calls == 2:
+            raise RuntimeError("protocol error")
+        conn.recv(10)
+
+    with events.supervisor(
+        echo_server.address, retry=QUICK, handler=handler, healthy_after=0
+    ) as sup:
+        events.wait(lambda: len(events.connects) == 1)
+        wait_until(lambda: echo_server.connections == 1)
+        echo_server.kill_connections()
+        events.wait(lambda: len(events.connects) == 3)
+    reasons = [(reason, type(error)) for reason, error in events.disconnects]
+    assert reasons == [
+        (DisconnectReason.RESET, ConnectionResetError),
+        (DisconnectReason.ERROR, RuntimeError),
+        (DisconnectReason.CLOSED, type(None)),
+    ]
+    assert sup.stats.reconnects == 2
+
+
+def test_hooks_that_raise_are_logged_and_ignored(
+    echo_server: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("hook bug")
+
+    with Supervisor(
+        echo_server.address, retry=QUICK, on_disconnect=broken, on_backoff=broken, healthy_after=0
+    ) as sup:
+        sup.wait_connected(timeout=WAIT)
+        echo_server.kill_connections()
+        wait_until(lambda: sup.stats.connects == 2)
+    assert sum("hook for" in record.getMessage() for record in caplog.records) >= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+
+def test_200_forced_reconnects_leak_no_threads_or_fds(
+    echo_server: EchoServer, no_leaks: None
+) -> None:
+    conns: queue.Queue[SupervisedSocket] = queue.Queue()
+    previous: list[SupervisedSocket] = []
+
+    def ready(conn: SupervisedSocket) -> None:
+        # Never two live connections: the previous one is closed before the next exists.
+        assert all(old.fileno() == -1 for old in previous[-1:])
+        previous.append(conn)
+        assert echo(conn, b"hello\n") == b"hello\n"  # accepted by the server
+        conns.put(conn)
+
+    with Supervisor(
+        echo_server.address, heartbeat=FAST, retry=QUICK, healthy_after=0, on_connect=ready
+    ) as sup:
+        for _ in range(200):
+            conn = conns.get(timeout=WAIT)
+            echo_server.kill_connections()
+        conns.get(timeout=WAIT)
+        stats = sup.stats
+        assert conn.fileno() == -1
+    assert (stats.connects, stats.disconnects) == (201, 200)
+    assert len({id(c) for c in previous}) == len(previous) == 201
+    assert all(c.fileno() == -1 for c in previous)
+    assert keepalive.sync.active_monitors() == 0
+
+
+def test_200_handler_cycles_leak_no_threads_or_fds(echo_server: EchoServer, no_leaks: None) -> None:
+    done = threading.Event()
+    count = 0
+
+    def handler(conn: SupervisedSocket) -> None:
+        nonlocal count
+        count += 1
+        if count == 200:
+            done.set()
+
+    with Supervisor(echo_server.address, retry=QUICK, healthy_after=0, handler=handler) as sup:
+        assert done.wait(WAIT * 2)
+    assert sup.stats.connects >= 200
+
+
+# ---------------------------------------------------------------------------------------------
+# API details
+
+
+def test_exported_from_keepalive_sync() -> None:
+    assert keepalive.sync.Supervisor is Supervisor
+    assert "Supervisor" in keepalive.sync.__all__
+
+
+def test_wait_connected_before_start_and_timeout() -> None:
+    with down_server() as server:
+        sup = Supervisor(server.getsockname(), retry=Backoff.constant(30))
+        with pytest.raises(RuntimeError, match="not started"):
+            sup.wait_connected(timeout=0)
+        assert sup.state is SupervisorState.IDLE
+        with sup:
+            with pytest.raises(TimeoutError):
+                sup.wait_connected(timeout=0.05)
+            with pytest.raises(RuntimeError, match="already started"):
+                sup.start()
+    with pytest.raises(RuntimeError, match="closed"):
+        sup.start()
+    sup.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "error"),
+    [
+        ({"address": "127.0.0.1:80"}, "address", InvalidSettingType),
+        ({"address": ("127.0.0.1", 0)}, "address", InvalidSetting),
+        ({"keepalive": {"idle": 1}}, "keepalive", InvalidSettingType),
+        ({"heartbeat": 5}, "heartbeat", InvalidSettingType),
+        ({"ping": b""}, "ping", InvalidSetting),
+        ({"ping": "PING\n"}, "ping", InvalidSettingType),
+        ({"pong": "PONG\n"}, "pong", InvalidSettingType),
+        ({"pong": PongFilter(b"PONG\n")}, "pong", InvalidSettingType),
+        ({"retry": 3}, "retry", InvalidSettingType),
+        ({"healthy_after": -1}, "healthy_after", InvalidSetting),
+        ({"connect_timeout": 0}, "connect_timeout", InvalidSetting),
+        ({"on_connect": "yes"}, "on_connect", InvalidSettingType),
+        ({"handler": 1}, "handler", InvalidSettingType),
+        ({"rng": 42}, "rng", InvalidSettingType),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_field_named(
+    kwargs: dict[str, object], field: str, error: type[Exception]
+) -> None:
+    arguments: dict[str, object] = {"address": ("127.0.0.1", 9)}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=field):
+        Supervisor(**arguments)  # type: ignore[arg-type]
