@@ -1875,7 +1875,8 @@ def audit(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def demo(_args: argparse.Namespace, out: TextIO) -> int:
-    """The NAT story; 0 when the heartbeat saw the loss and kernel keepalive was fooled."""
+    """The NAT story; 0 when the heartbeat saw the loss, kernel keepalive was fooled, and
+    the supervised connection healed once the server came back."""
     from keepalive.demo import run_demo  # noqa: PLC0415
 
     result = run_demo(out)
@@ -1884,7 +1885,8 @@ def demo(_args: argparse.Namespace, out: TextIO) -> int:
         result.kernel_still_established_after is not None
         and result.kernel_still_established_after >= result.kernel_detection_bound
     )
-    return EXIT_OK if detected and fooled else EXIT_DEAD
+    healed = result.healed_after is not None
+    return EXIT_OK if detected and fooled and healed else EXIT_DEAD
 
 
 # =============================================================================================

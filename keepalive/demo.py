@@ -14,20 +14,29 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
+from keepalive.reconnect import Backoff
 from keepalive.sockets import configure
+from keepalive.supervision import DisconnectReason
 from keepalive.testing import EchoServer, FaultProxy
+
+if TYPE_CHECKING:
+    from keepalive.sync_supervisor import SupervisedSocket
 
 __all__ = ["DemoResult", "run_demo"]
 
 KERNEL = KeepaliveConfig(idle=1, interval=1, count=2)
 HEARTBEAT = HeartbeatConfig(interval=1, timeout=1)
+RETRY = Backoff(initial=0.4, multiplier=1.5, max_delay=3.0, jitter="none")
+HANDSHAKE_TIMEOUT = 0.5
 FREEZE_AT = 1.5  # seconds after connecting
 WATCH_FOR = 3 * 3.0  # keep watching the kernel for 3 x its detection bound after the freeze
+HEAL_WAIT = 6.0
+WIDTH = 80  # the longest wait for the reconnect once the server is back
 
 # Linux struct tcp_info (include/uapi/linux/tcp.h): u8 tcpi_state first; tcpi_probes is the
 # fourth byte; tcpi_last_ack_recv (ms) is the 13th u32 after the 8 leading bytes.
@@ -69,12 +78,15 @@ def kernel_view(sock: socket.socket) -> KernelView:
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
-    """Times in seconds after the relay lost the server."""
+    """Times in seconds after the relay lost the server (``healed_after``: after it came
+    back; None when the supervisor did not reconnect)."""
 
     heartbeat_detected_after: float | None
     kernel_still_established_after: float | None
     kernel_detection_bound: float
     heartbeat_detection_bound: float
+    healed_after: float | None = None
+    reconnect_attempts: int = 0
 
 
 class _Timeline:
@@ -92,14 +104,15 @@ class _Timeline:
 
     def say(self, who: str, text: str) -> None:
         with self.lock:
-            self.out.write(f"  t={self.now():6.2f} s  {who:<10} {text}\n")
+            line = f"  t={self.now():6.2f} s  {who:<10} {text}"
+            if len(line) > WIDTH:  # an OS error's text can be long: keep to 80 columns
+                line = line[: WIDTH - 3] + "..."
+            self.out.write(line + "\n")
             self.out.flush()
 
 
 def run_demo(out: TextIO) -> DemoResult:
     """Run the story and write its timeline to ``out``."""
-    from keepalive.sync import monitor  # noqa: PLC0415 - keeps `keepalive.demo` import light
-
     kernel_bound = KERNEL.detection_bound
     out.write(
         "keepalive demo: a proxying NAT fools kernel keepalive; a heartbeat is not fooled\n\n"
@@ -116,80 +129,166 @@ def run_demo(out: TextIO) -> DemoResult:
             f"             heartbeat every {HEARTBEAT.interval:g} s, timeout "
             f"{HEARTBEAT.timeout:g} s: gives up after {HEARTBEAT.detection_bound:g} s\n\n"
         )
-        timeline = _Timeline(out)
-        # Two client connections through the NAT: one trusts kernel keepalive alone, the
-        # other also runs the heartbeat (which closes its socket once it declares death).
+        return _Story(out, proxy).run()
+
+
+class _Story:
+    """Two client connections through the NAT: #1 trusts kernel keepalive alone; #2 is a
+    supervised connection with a heartbeat, which reconnects once the peer is declared dead."""
+
+    def __init__(self, out: TextIO, proxy: FaultProxy) -> None:
+        self.out = out
+        self.proxy = proxy
+        self.timeline = _Timeline(out)
+        self.frozen_at: float | None = None
+        self.dead_at: float | None = None
+        self.back_at: float | None = None
+        self.healed_at: float | None = None
+        self.failed_attempts = 0
+        self.healed = threading.Event()
+
+    # -- supervisor hooks (they run on the supervisor's thread) ---------------------------
+
+    def handshake(self, conn: SupervisedSocket) -> None:
+        """A re-handshake on every (re)connect: the server must echo HELLO in time."""
+        conn.settimeout(HANDSHAKE_TIMEOUT)
+        conn.sendall(b"HELLO\n")
+        received = b""
+        try:
+            while not received.endswith(b"HELLO\n"):
+                chunk = conn.recv(64)
+                if not chunk:
+                    raise ConnectionResetError("the NAT closed the connection")
+                received += chunk
+        except TimeoutError:
+            raise TimeoutError(f"no answer to HELLO within {HANDSHAKE_TIMEOUT:g} s") from None
+        finally:
+            conn.settimeout(None)
+        if self.dead_at is None:
+            self.timeline.say("client", "#2 connected and greeted the server")
+        else:
+            self.healed_at = self.timeline.now()
+            self.timeline.say("client", "#2 HEALED: reconnected and greeted the server")
+            self.healed.set()
+
+    def disconnected(self, reason: DisconnectReason, error: BaseException | None) -> None:
+        del error
+        if self.healed.is_set():
+            self.timeline.say("supervisor", f"#2 {reason}: the demo is over")
+            return
+        if self.dead_at is None:
+            self.dead_at = self.timeline.now()
+            if reason is DisconnectReason.HEARTBEAT_TIMEOUT:
+                self.timeline.say("heartbeat", "#2 PEER DEAD: no reply to its ping in time")
+        self.timeline.say("supervisor", f"#2 ended ({reason}): reconnecting")
+
+    def backoff(self, delay: float, error: BaseException | None) -> None:
+        if self.dead_at is not None and self.timeline.now() - self.dead_at > 0.05:
+            self.failed_attempts += 1
+            self.timeline.say("supervisor", f"attempt {self.failed_attempts} failed: {error}")
+        self.timeline.say("supervisor", f"next attempt in {delay:.2f} s")
+
+    # -- the story ------------------------------------------------------------------------
+
+    def run(self) -> DemoResult:
+        from keepalive.sync import Supervisor  # noqa: PLC0415 - keeps the import light
+
+        timeline, proxy = self.timeline, self.proxy
         plain = socket.create_connection(proxy.address)
         configure(plain, KERNEL)
-        watched = socket.create_connection(proxy.address)
-        configure(watched, KERNEL)
-        dead_at: list[float] = []
-
-        def on_dead(_sock: object, error: BaseException) -> None:
-            dead_at.append(timeline.now())
-            silent = conn.heartbeat.last_received
-            timeline.say(
-                "heartbeat",
-                f"#2 PEER DEAD: no reply for {timeline.clock() - silent:.1f} s",
-            )
-
-        conn = monitor(
-            watched, heartbeat=HEARTBEAT, ping=b"PING\n", pong=b"PONG\n", on_dead=on_dead
+        supervisor = Supervisor(
+            proxy.address,
+            keepalive=KERNEL,
+            heartbeat=HEARTBEAT,
+            retry=RETRY,
+            connect_timeout=1.0,
+            on_connect=self.handshake,
+            on_disconnect=self.disconnected,
+            on_backoff=self.backoff,
+            name="demo",
         )
-        timeline.say("client", "two connections through the NAT, a reader on each:")
-        timeline.say("", "#1 kernel keepalive only, #2 keepalive + heartbeat")
-        readers = [
-            threading.Thread(target=_read, args=(plain, "#1", timeline), daemon=True),
-            threading.Thread(target=_read, args=(conn, "#2", timeline), daemon=True),
-        ]
+        with supervisor:
+            conn = supervisor.wait_connected(timeout=5)
+            timeline.say("client", "#1 kernel keepalive only; #2 also heartbeat, supervised")
+            readers = [
+                threading.Thread(target=_read, args=(plain, "#1", timeline), daemon=True),
+                threading.Thread(target=_read, args=(conn, "#2", timeline), daemon=True),
+            ]
+            for thread in readers:
+                thread.start()
+            _sleep_until(timeline, FREEZE_AT - 0.4)
+            if conn.rtt is not None:
+                timeline.say("heartbeat", f"#2 PONG from the server in {conn.rtt * 1000:.1f} ms")
+            _sleep_until(timeline, FREEZE_AT)
+            proxy.freeze()
+            frozen_at = timeline.now()
+            timeline.say("NAT", "** loses the server; its kernel still ACKs probes **")
+            last_established = self.watch_kernel(plain, frozen_at)
+            _sleep_until(timeline, frozen_at + WATCH_FOR + 0.5)
+            proxy.forward()
+            back_at = timeline.now()
+            timeline.say("NAT", "** the server is back: bytes cross again **")
+            self.healed.wait(timeout=HEAL_WAIT)
+            plain.shutdown(socket.SHUT_RDWR)  # wakes its reader; the demo is over
+            plain.close()
         for thread in readers:
-            thread.start()
+            thread.join(timeout=2)
+        return self.verdict(frozen_at, back_at, last_established)
 
-        _sleep_until(timeline, FREEZE_AT - 0.4)
-        if conn.rtt is not None:
-            timeline.say("heartbeat", f"#2 PONG from the server in {conn.rtt * 1000:.1f} ms")
-        _sleep_until(timeline, FREEZE_AT)
-        proxy.freeze()
-        frozen_at = timeline.now()
-        timeline.say("NAT", "** loses the server; its kernel still ACKs probes **")
-
+    def watch_kernel(self, plain: socket.socket, frozen_at: float) -> float | None:
+        """Report what #1's kernel says until 3 x its detection bound has passed."""
         last_established: float | None = None
         next_report = frozen_at + 1.0
         while next_report <= frozen_at + WATCH_FOR:
-            _sleep_until(timeline, next_report)
+            _sleep_until(self.timeline, next_report)
             view = kernel_view(plain)
-            silent = timeline.now() - frozen_at
+            silent = self.timeline.now() - frozen_at
             if view.established is not False and not view.error:
                 last_established = silent
-            timeline.say("kernel", f"#1 {view.describe()}")
+            self.timeline.say("kernel", f"#1 {view.describe()}")
             next_report += 1.0 if silent < 4 else 2.5
-        plain.shutdown(socket.SHUT_RDWR)  # wakes its reader; the demo is over
-        plain.close()
-        conn.close()
-        for thread in readers:
-            thread.join(timeout=2)
+        return last_established
 
-    detected = None if not dead_at else dead_at[0] - frozen_at
-    out.write("\nverdict\n")
-    if detected is not None:
+    def verdict(
+        self, frozen_at: float, back_at: float, last_established: float | None
+    ) -> DemoResult:
+        out = self.out
+        detected = None if self.dead_at is None else self.dead_at - frozen_at
+        healed = None if self.healed_at is None else self.healed_at - back_at
+        out.write("\nverdict\n")
+        if detected is not None:
+            out.write(
+                f"  heartbeat: declared the server dead {detected:.1f} s after it was lost\n"
+                f"    (its bound: {HEARTBEAT.detection_bound:g} s after the last reply)\n"
+            )
+        else:
+            out.write("  heartbeat: did NOT detect the lost server (unexpected)\n")
+        if last_established is not None:
+            out.write(
+                f"  kernel keepalive: #1 still ESTABLISHED {last_established:.1f} s after the "
+                f"server was lost,\n    although it gives up after {KERNEL.detection_bound:g} s "
+                "of silence: the NAT answered every probe\n"
+            )
+        if healed is not None:
+            out.write(
+                f"  supervisor: #2 reconnected {healed:.1f} s after the server came back, "
+                f"after\n    {self.failed_attempts} failed attempts with growing delays\n"
+            )
+        else:
+            out.write("  supervisor: #2 did NOT reconnect in time (unexpected)\n")
         out.write(
-            f"  heartbeat: declared the server dead {detected:.1f} s after it was lost\n"
-            f"    (its bound: {HEARTBEAT.detection_bound:g} s after the last reply)\n"
+            "  Only traffic the real peer must answer proves that it is alive: use a\n"
+            "  heartbeat (keepalive.sync.monitor, keepalive.aio.open_connection) wherever\n"
+            "  a NAT or proxy may stand between you and the server.\n"
         )
-    else:
-        out.write("  heartbeat: did NOT detect the lost server (unexpected)\n")
-    if last_established is not None:
-        out.write(
-            f"  kernel keepalive: #1 still ESTABLISHED {last_established:.1f} s after the server "
-            f"was lost,\n    although it gives up after {kernel_bound:g} s of silence: the NAT "
-            "answered every probe\n"
+        return DemoResult(
+            detected,
+            last_established,
+            KERNEL.detection_bound,
+            HEARTBEAT.detection_bound,
+            healed,
+            self.failed_attempts,
         )
-    out.write(
-        "  Only traffic the real peer must answer proves that it is alive: use a\n"
-        "  heartbeat (keepalive.sync.monitor, keepalive.aio.open_connection) wherever\n"
-        "  a NAT or proxy may stand between you and the server.\n"
-    )
-    return DemoResult(detected, last_established, kernel_bound, HEARTBEAT.detection_bound)
 
 
 def _read(conn: object, label: str, timeline: _Timeline) -> None:

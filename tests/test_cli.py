@@ -857,19 +857,26 @@ def test_audit_rendering_of_long_ipv6_addresses_stays_within_80_columns() -> Non
 
 
 @pytest.mark.parametrize(
-    ("detected", "still_established", "status"),
-    [(2.1, 9.0, 0), (None, 9.0, 1), (2.1, None, 1), (2.1, 3.0, 1)],
+    ("detected", "still_established", "healed", "status"),
+    [
+        (2.1, 9.0, 1.0, 0),
+        (None, 9.0, 1.0, 1),
+        (2.1, None, 1.0, 1),
+        (2.1, 3.0, 1.0, 1),
+        (2.1, 9.0, None, 1),
+    ],
 )
 def test_demo_exit_status(
     monkeypatch: pytest.MonkeyPatch,
     detected: float | None,
     still_established: float | None,
+    healed: float | None,
     status: int,
 ) -> None:
     from keepalive import demo
 
     def fake_run_demo(out: Any) -> demo.DemoResult:
-        return demo.DemoResult(detected, still_established, 4.0, 2.0)
+        return demo.DemoResult(detected, still_established, 4.0, 2.0, healed, 3)
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     assert cli.main(["demo"], out=io.StringIO()) == status
@@ -877,10 +884,36 @@ def test_demo_exit_status(
 
 @pytest.mark.slow
 def test_demo_runs_the_story_and_exits_0() -> None:
+    """The README's main job: the timeline shows the kernel fooled past 3 x its bound, the
+    heartbeat's verdict within its bound, and the reconnect once the server is back."""
+    start = time.monotonic()
     done = run_cli("demo", timeout=60)
+    elapsed = time.monotonic() - start
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "PEER DEAD" in done.stdout
     assert_no_traceback(done)
+    out = done.stdout
+    assert elapsed < 20, f"the demo took {elapsed:.1f} s"
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    timeline = [line for line in out.splitlines() if line.lstrip().startswith("t=")]
+    times = [float(line.split("=")[1].split()[0]) for line in timeline]
+    assert times == sorted(times), "the timeline runs forwards"
+    assert "PEER DEAD" in out
+    assert "blocked recv() raised PeerUnresponsive" in out
+    assert "HEALED" in out
+    detected = re.search(r"declared the server dead ([0-9.]+) s after it was lost", out)
+    kernel = re.search(r"#1 still ESTABLISHED ([0-9.]+) s after the server was lost", out)
+    healed = re.search(
+        r"reconnected ([0-9.]+) s after the server came back, after\s+(\d+) failed", out
+    )
+    assert detected, out
+    assert kernel, out
+    assert healed, out
+    assert float(detected.group(1)) <= 2.0 + 0.5  # the heartbeat's bound + tolerance
+    assert float(kernel.group(1)) >= 3 * 3.0  # 3 x the kernel's detection bound
+    assert int(healed.group(2)) >= 2  # reconnect attempts failed while the server was gone
+    kernel_lines = [line for line in timeline if line.split()[2] == "kernel"]
+    assert kernel_lines
+    assert all("ESTABLISHED" in line for line in kernel_lines)
 
 
 # ---------------------------------------------------------------------------------------------
