@@ -911,7 +911,7 @@ def test_demo_runs_the_story_and_exits_0() -> None:
     assert float(detected.group(1)) <= 2.0 + 0.5  # the heartbeat's bound + tolerance
     assert float(kernel.group(1)) >= 3 * 3.0  # 3 x the kernel's detection bound
     assert int(healed.group(2)) >= 2  # reconnect attempts failed while the server was gone
-    kernel_lines = [line for line in timeline if line.split()[2] == "kernel"]
+    kernel_lines = [line for line in timeline if line.split()[3] == "kernel"]
     assert kernel_lines
     assert all("ESTABLISHED" in line for line in kernel_lines)
 
