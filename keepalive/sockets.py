@@ -269,18 +269,25 @@ def configure(
     last = _LAST_CALL[0]
     if (
         # The common call (one config object reused for every connection), kept close to the
-        # cost of the bare setsockopt calls: the same checks, without planning again.
+        # cost of the bare setsockopt calls: the same checks, without planning again. The
+        # plan was proven on a socket of this family and protocol (see _PROVEN).
         last is not None
         and last[0] is cfg
         and last[1] is strict
         and last[2] is platform
         and type(sock) is socket.socket
         and idle is interval is count is user_timeout is None
-        and sock.fileno() >= 0
-        and _RAW_TYPE(sock) == socket.SOCK_STREAM
-        and (last[3], _RAW_FAMILY(sock), _RAW_PROTO(sock)) in _PROVEN
+        and _RAW_TYPE(sock) == _SOCK_STREAM
+        and _RAW_FAMILY(sock) == last[5]
+        and _RAW_PROTO(sock) == last[6]
     ):
-        _apply_fast(cast(SocketLike, sock), last[3])
+        setsockopt = sock.setsockopt
+        try:
+            for args in last[7]:
+                setsockopt(*args)
+        except OSError:
+            _check_tcp(cast(SocketLike, sock))  # a closed socket: InvalidSocket, as below
+            _apply_fast(cast(SocketLike, sock), last[3])  # names the failing option
         return last[4]
     if type(cfg) is KeepaliveConfig and idle is interval is count is user_timeout is None:
         config = cfg
@@ -292,18 +299,23 @@ def configure(
     plan, applied = _plan(_platform(platform), config, flag("strict", strict))
     view, borrowed = _resolve(sock)
     try:
-        _apply(view, plan, _check_tcp(view))
+        family, proto = _check_tcp(view)
+        _apply(view, plan, (family, proto))
     finally:
         if borrowed is not None:
             borrowed.release()
-    if config is cfg:
-        _LAST_CALL[0] = (cfg, strict, platform, plan, applied)
+    if config is cfg and borrowed is None and plan.setsockopt_args is not None:
+        _LAST_CALL[0] = (cfg, strict, platform, plan, applied, family, proto, plan.setsockopt_args)
     return applied
 
 
-# The last configure() call's arguments and plan (a one-entry cache; its plan is only used
-# once proven for the socket's family and protocol, so the family check comes with it).
-_LAST_CALL: list[tuple[object, bool, Platform | None, Plan, Applied] | None] = [None]
+# The last configure() call's arguments, plan and result, and the family and protocol of the
+# socket it succeeded on (a one-entry cache: the plan is proven for sockets of that kind).
+_LAST_CALL: list[
+    tuple[object, bool, Platform | None, Plan, Applied, int, int, tuple[tuple[int, int, int], ...]]
+    | None
+] = [None]
+_SOCK_STREAM = int(socket.SOCK_STREAM)
 
 
 def _platform(platform: object) -> Platform:
