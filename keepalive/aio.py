@@ -10,15 +10,20 @@ asyncio connections so that a peer that stops answering is declared dead within
         keepalive=KeepaliveConfig(idle=60, interval=10, count=5),   # kernel layer (optional)
         heartbeat=HeartbeatConfig(interval=10, timeout=5),         # application layer
         ping=b"PING\\n", pong=b"PONG\\n",
+        retry=Backoff(initial=0.5), connect_timeout=5,              # connect step (optional)
     )
     data = await reader.read(4096)    # raises PeerUnresponsive once the peer is declared dead
     keepalive.aio.monitor_of(writer).srtt
 
 Three ways in, one piece of code (:class:`HeartbeatProtocol`) behind all of them:
 
-* :func:`open_connection`: like :func:`asyncio.open_connection`, with a heartbeat;
+* :func:`open_connection`: like :func:`asyncio.open_connection`, with a heartbeat (and
+  keepalive before the SYN, every address tried, retries, per-attempt connect timeouts);
 * :func:`wrap`: start a heartbeat on streams that already exist;
 * :class:`HeartbeatProtocol` / :func:`monitor_transport`: for ``asyncio.Protocol`` users.
+
+:class:`Supervisor` (in :mod:`keepalive.aio_supervisor`) keeps one such connection up and
+reconnects when it dies.
 
 Design (what a reader of the code needs to know):
 
@@ -109,6 +114,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
+from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.heartbeat import (
@@ -122,6 +128,7 @@ from keepalive.heartbeat import (
     Wait,
     make_pong_matcher,
 )
+from keepalive.reconnect import RetryPolicy
 
 try:
     import fcntl
@@ -130,6 +137,9 @@ except ImportError:  # pragma: no cover - Windows: readability is asked with sel
     fcntl = termios = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import socket
+
+    from keepalive.aio_supervisor import Supervisor
     from keepalive.sockets import Applied
 
 __all__ = [
@@ -140,6 +150,7 @@ __all__ = [
     "PingSource",
     "PongSource",
     "SchedulerStats",
+    "Supervisor",
     "monitor_of",
     "monitor_transport",
     "open_connection",
@@ -1118,30 +1129,53 @@ async def open_connection(
     ping: PingSource = _DEFAULT_PING,
     pong: PongSource = _DEFAULT_PONG,
     on_dead: OnDead | None = None,
+    retry: RetryPolicy | None = None,
+    connect_timeout: float | None = None,
     limit: int = DEFAULT_LIMIT,
     **kwargs: object,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """:func:`asyncio.open_connection` with kernel keepalive and an application heartbeat.
+    """:func:`asyncio.open_connection` with kernel keepalive, retries and an application
+    heartbeat.
 
-    ``keepalive``: a :class:`~keepalive.KeepaliveConfig` applied to the socket once connected
-    (``None``: the socket is left as it is). ``heartbeat``: a
-    :class:`~keepalive.heartbeat.HeartbeatConfig` (``None``: no heartbeat; ``ping``, ``pong``
-    are then unused and ``on_dead`` must be ``None``). ``ping``: bytes or a callable returning
-    the next ping's bytes. ``pong``: bytes to remove from the stream, a
-    :class:`~keepalive.heartbeat.PongMatcher`, or ``None`` (any reply counts; the application
-    reads it). ``on_dead(monitor, exc)``: called once when the peer is declared dead (sync or
-    coroutine function). ``limit`` and ``**kwargs`` (``ssl``, ``sock``, ``local_addr``, ...)
-    go to :class:`asyncio.StreamReader` and :meth:`loop.create_connection`.
+    ``keepalive``: a :class:`~keepalive.KeepaliveConfig` (``None``: the socket is left as it
+    is). ``heartbeat``: a :class:`~keepalive.heartbeat.HeartbeatConfig` (``None``: no
+    heartbeat; ``ping``, ``pong`` are then unused and ``on_dead`` must be ``None``). ``ping``:
+    bytes or a callable returning the next ping's bytes. ``pong``: bytes to remove from the
+    stream, a :class:`~keepalive.heartbeat.PongMatcher`, or ``None`` (any reply counts; the
+    application reads it). ``on_dead(monitor, exc)``: called once when the peer is declared
+    dead (sync or coroutine function). ``limit`` and ``**kwargs`` (``ssl``,
+    ``server_hostname``, ``sock``, ``local_addr``, ...) go to :class:`asyncio.StreamReader`
+    and :meth:`loop.create_connection`.
+
+    Connecting. With ``retry``, ``connect_timeout`` or ``keepalive`` (and no ``sock=``) the
+    TCP connection is made by :func:`keepalive.connect_async`: keepalive is configured before
+    the SYN, every address ``host`` resolves to is tried in each attempt, each with its own
+    ``connect_timeout`` (default: the policy's, else 20 s), retryable failures are retried
+    per ``retry`` (a :class:`~keepalive.reconnect.Backoff` or any
+    :class:`~keepalive.reconnect.RetryPolicy`; ``None``: one attempt), and when the attempts
+    run out :class:`~keepalive.errors.ConnectFailed` carries every attempt's cause (an error
+    the policy does not retry propagates as it is). TLS (``ssl=``) is then started on that
+    socket, with ``server_hostname`` defaulting to ``host``. ``local_addr`` becomes the source
+    address; ``family``, ``proto``, ``flags``, ``happy_eyeballs_delay``, ``interleave`` and
+    ``all_errors`` cannot be combined with ``retry`` or ``connect_timeout`` (with
+    ``keepalive`` alone, asyncio connects and keepalive is configured right after). Without
+    any of the three, or with ``sock=``, asyncio connects as usual.
 
     Once the peer is declared dead the connection is aborted and ``await reader.read()``
     raises :class:`~keepalive.errors.PeerUnresponsive`. Read the heartbeat's figures with
     :func:`monitor_of` ``(writer)``. Every argument is checked before connecting.
     """
-    # Retry and connect-timeout options belong to the connect step below (one attempt now).
     if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
         raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
+    if connect_timeout is not None:
+        positive_seconds("connect_timeout", connect_timeout)
     if heartbeat is None and on_dead is not None:
         raise InvalidSetting("on_dead", on_dead, "None when no heartbeat is configured")
+    dial = _dial_plan(
+        host, port, keepalive=keepalive, retry=retry, connect_timeout=connect_timeout, kwargs=kwargs
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     stream_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
@@ -1150,15 +1184,116 @@ async def open_connection(
         protocol = HeartbeatProtocol(
             stream_protocol, heartbeat, ping=ping, pong=pong, on_dead=on_dead
         )
-    transport = await _connect_once(loop, protocol, host, port, kwargs)
-    if keepalive is not None:
-        try:
-            _configure_kernel(transport, keepalive)
-        except BaseException:
-            transport.abort()
-            raise
+    if dial is None:
+        transport = await _connect_once(loop, protocol, host, port, kwargs)
+        if keepalive is not None:
+            try:
+                _configure_kernel(transport, keepalive)
+            except BaseException:
+                transport.abort()
+                raise
+    else:
+        from keepalive.connect import connect_async  # noqa: PLC0415 - imports keepalive.sockets
+
+        address, source_address = dial
+        sock = await connect_async(
+            address,
+            keepalive=keepalive,
+            retry=retry,
+            connect_timeout=connect_timeout,
+            source_address=source_address,
+        )
+        options = {key: value for key, value in kwargs.items() if key != "local_addr"}
+        transport = await _start_transport(loop, protocol, sock, address[0], options)
     writer = asyncio.StreamWriter(transport, stream_protocol, reader, loop)
     return reader, writer
+
+
+# loop.create_connection() arguments that choose how the TCP connection is made; with
+# retry= or connect_timeout=, keepalive.connect_async makes it and has no such choices.
+_DIAL_CONFLICTS: Final = (
+    "family",
+    "proto",
+    "flags",
+    "happy_eyeballs_delay",
+    "interleave",
+    "all_errors",
+)
+
+
+def _dial_plan(
+    host: str | None,
+    port: int | str | None,
+    *,
+    keepalive: KeepaliveConfig | None,
+    retry: RetryPolicy | None,
+    connect_timeout: float | None,
+    kwargs: dict[str, object],
+) -> tuple[tuple[str, int], tuple[str, int] | None] | None:
+    """``(address, source_address)`` when keepalive.connect_async makes the connection,
+    ``None`` when asyncio does. Raises when retry/connect_timeout cannot be honoured."""
+    asked: tuple[str, object] | None = None
+    if retry is not None:
+        asked = ("retry", retry)
+    elif connect_timeout is not None:
+        asked = ("connect_timeout", connect_timeout)
+    if "sock" in kwargs:
+        if asked is not None:
+            raise InvalidSetting(*asked, "None when sock= is given (it is connected already)")
+        return None
+    if asked is None and keepalive is None:
+        return None
+    problem: InvalidSetting | None = None
+    conflicts = [key for key in _DIAL_CONFLICTS if kwargs.get(key) not in (None, 0, False)]
+    local_addr = kwargs.get("local_addr")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if conflicts:
+        key = conflicts[0]
+        problem = InvalidSetting(
+            key, kwargs[key], "left out when retry= or connect_timeout= is given"
+        )
+    elif not isinstance(host, str):
+        problem = InvalidSettingType("host", host, "a host name or address")
+    elif isinstance(port, bool) or not isinstance(port, int):
+        problem = InvalidSettingType("port", port, "a port number")
+    elif local_addr is not None and not (
+        isinstance(local_addr, tuple)
+        and len(local_addr) == 2
+        and isinstance(local_addr[0], str)
+        and isinstance(local_addr[1], int)
+    ):
+        problem = InvalidSettingType("local_addr", local_addr, "a (host, port) tuple or None")
+    if problem is not None:
+        if asked is not None:
+            raise problem
+        return None  # keepalive alone: asyncio connects, keepalive is configured right after
+    assert isinstance(host, str)
+    assert isinstance(port, int)
+    source = cast("tuple[str, int] | None", local_addr)
+    return (host, port), source
+
+
+async def _start_transport(
+    loop: asyncio.AbstractEventLoop,
+    protocol: asyncio.BaseProtocol,
+    sock: socket.socket,
+    host: str,
+    options: dict[str, object],
+) -> asyncio.Transport:
+    """A transport for the connected ``sock`` (TLS with ``ssl=``); closes ``sock`` on failure."""
+    if options.get("ssl") and "server_hostname" not in options:
+        options = {**options, "server_hostname": host}
+    create = cast(
+        "Callable[..., Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol]]]",
+        loop.create_connection,
+    )
+    try:
+        transport, _ = await create(lambda: protocol, sock=sock, **options)
+    except BaseException:
+        sock.close()  # asyncio closes it only once a transport exists
+        raise
+    return transport
 
 
 async def _connect_once(
@@ -1183,3 +1318,18 @@ def _configure_kernel(transport: asyncio.BaseTransport, config: KeepaliveConfig)
     if not isinstance(config, KeepaliveConfig):
         raise InvalidSettingType("keepalive", config, "a KeepaliveConfig or None")
     return configure(transport.get_extra_info("socket"), config)
+
+
+# ---------------------------------------------------------------------------------------------
+# keepalive.aio.Supervisor lives in keepalive.aio_supervisor (which imports this module):
+# loaded on first access, so there is no import cycle.
+
+
+if not TYPE_CHECKING:  # (type checkers see the import above, and still flag unknown names)
+
+    def __getattr__(name: str) -> object:
+        if name == "Supervisor":
+            from keepalive.aio_supervisor import Supervisor  # noqa: PLC0415 - import cycle
+
+            return Supervisor
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,873 @@
+"""A supervised asyncio connection that heals itself: :class:`Supervisor` (``keepalive.aio``).
+
+::
+
+    from keepalive import Backoff, HeartbeatConfig
+    from keepalive.aio import Supervisor
+
+    async def resubscribe(conn):
+        conn.writer.write(b"SUBSCRIBE news\\n")
+        await conn.writer.drain()
+
+    async with Supervisor(("db.internal", 7000), heartbeat=HeartbeatConfig(interval=10, timeout=5),
+                          retry=Backoff(initial=0.5, max_delay=30),
+                          on_connect=resubscribe) as sup:
+        while True:
+            reader, writer = await sup.wait_connected()  # the live connection (waits for one)
+            try:
+                line = await reader.readline()     # b"" or an error: it ended, a new one comes
+            except ConnectionError:
+                continue
+            if line:
+                handle(line)
+
+One task per supervisor (``keepalive-supervisor:HOST:PORT``) runs the loop of
+:mod:`keepalive.supervision`::
+
+    connect (per the retry policy) -> kernel keepalive (set before the SYN) -> heartbeat
+    -> on_connect(conn) -> publish the connection -> ... it ends -> close it
+    -> on_disconnect(reason, error) -> on_backoff(delay, error) -> sleep -> connect again
+
+and a :class:`~keepalive.supervision.SupervisorCore` decides the delays and the give-up and
+keeps the counters (:attr:`Supervisor.stats`). The rules are those of the blocking
+:class:`keepalive.sync.Supervisor`; what differs comes from asyncio:
+
+* **The connection** is a :class:`SupervisedConnection`: a ``(reader, writer)`` pair, as
+  :func:`asyncio.open_connection` returns (so ``reader, writer = await
+  sup.wait_connected()`` works), with :attr:`~SupervisedConnection.monitor` (the
+  :class:`~keepalive.aio.HeartbeatProtocol`, ``None`` without a heartbeat), the peer's
+  address, and why it ended.
+* **No reader is needed to notice the end.** The supervisor's protocol sits behind the
+  heartbeat's :class:`~keepalive.aio.HeartbeatProtocol` and in front of the
+  :class:`asyncio.StreamReader`; it sees end of stream, resets, kernel timeouts and the
+  heartbeat's verdict as they happen, whether or not the application reads, and no byte is
+  taken from the application. (One exception, as for every asyncio stream: once the
+  application leaves more than twice the reader's ``limit`` unread, asyncio stops reading
+  the socket, and an end is noticed after the application catches up.)
+* **When a connection is over.** The first of these ends it and gives the reason passed to
+  ``on_disconnect``: the peer's end of stream (``PEER_CLOSED``); an error on the socket, the
+  application's writes included (``RESET``, ``KERNEL_TIMEOUT``, ``ERROR``, classified by
+  :func:`~keepalive.supervision.classify_disconnect`); the heartbeat's verdict
+  (``HEARTBEAT_TIMEOUT``); the application closing it (:meth:`SupervisedConnection.close`
+  or ``writer.close()``), the handler returning, or :meth:`Supervisor.close`
+  (``CLOSED``); the handler raising (its exception, classified, mostly ``ERROR``). The
+  supervisor then aborts the transport (bytes still in asyncio's write buffer are dropped:
+  ``await writer.drain()`` first if the last ones matter) and waits until its socket is
+  closed.
+* **After the end** the old reader returns what was buffered and then ``b""``, or raises
+  the error that ended the connection (``PeerUnresponsive``, ``ConnectionResetError``, ...;
+  asyncio raises it at once, before buffered bytes); ``await writer.drain()`` raises.
+  Await :meth:`Supervisor.wait_connected` for the next connection.
+* **Two ways to use it.** Without a ``handler``, coroutines take :attr:`Supervisor.connection`
+  (``None`` while down) or await :meth:`Supervisor.wait_connected`. With ``handler(reader,
+  writer)`` (a coroutine function, like :func:`asyncio.start_server`'s callback), the handler
+  runs as its own task (``keepalive-handler:...``) once per connection, after ``on_connect``
+  passed; when it returns, the connection is closed and replaced. Once a connection ended,
+  the supervisor waits for its handler to return before it reconnects, so handlers never
+  overlap: a handler must return once calls on its connection fail (every read and drain
+  does, at once, after the end). Closing the supervisor cancels the handler.
+* **Never two live connections.** The previous transport is aborted, its socket closed and
+  its handler finished before the next attempt starts.
+* **Hooks** may be plain or coroutine functions; they run in the supervisor's task.
+  ``on_connect(conn)`` runs before the connection is published (re-handshake, resubscribe;
+  it may read and write ``conn.reader``/``conn.writer``); if it raises, the attempt counts as
+  failed (the retry policy's ``is_retryable`` judges its exception like a connect error: a
+  ``ConnectionError`` or ``TimeoutError`` is retried, a ``ValueError`` makes the supervisor
+  give up unless ``retry_on`` says otherwise). ``on_disconnect(reason, error)`` after a
+  published connection ended; ``on_backoff(delay, error)`` before every wait (``delay`` 0.0
+  after a connection that stayed up ``healthy_after`` seconds). Exceptions from these two
+  are logged and ignored.
+* **Backoff across outages** follows :class:`~keepalive.supervision.SupervisorCore`: a
+  connection that stayed up ``healthy_after`` seconds earns an immediate reconnect and a
+  fresh backoff sequence; a shorter one continues the sequence, and its end counts as a
+  failed attempt. When the policy gives up, :attr:`Supervisor.state` is ``FAILED``, the task
+  ends and :meth:`~Supervisor.wait_connected` raises :class:`~keepalive.errors.ConnectFailed`.
+* **Prompt close.** :meth:`Supervisor.aclose` cancels the supervisor's task: a backoff
+  sleep, a connect (also to a black hole), ``on_connect`` and the handler are interrupted at
+  once; the live connection is aborted and ``on_disconnect(CLOSED, None)`` called. Not
+  interruptible: name resolution runs in the loop's executor (the attempt is abandoned at
+  once, the lookup finishes in its thread). :meth:`Supervisor.close` asks for the same
+  without waiting (safe from hooks and the handler; ``aclose`` from those returns at once).
+* **Connecting** is :func:`keepalive.connect_async`'s, one attempt at a time: kernel
+  keepalive (strict) set before the SYN, every address the name resolves to tried, each
+  with ``connect_timeout`` (default: the policy's; also the TLS handshake's timeout with
+  ``ssl``). ``heartbeat=None`` runs no heartbeat (kernel keepalive, end of stream and errors
+  still end connections).
+
+Logging goes to the ``keepalive.supervisor`` logger: DEBUG per attempt, INFO for connections
+made and failed attempts, WARNING for ended connections and failing ``on_connect`` or
+handlers, ERROR when giving up or when ``on_disconnect``/``on_backoff`` raise. Everything
+here must be used from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from ssl import SSLContext
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+from typing_extensions import Self
+
+from keepalive import aio
+from keepalive._validate import positive_int, positive_seconds
+from keepalive.config import KeepaliveConfig
+from keepalive.connect import AttemptFailure, connect_async
+from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
+from keepalive.heartbeat import HeartbeatConfig, PongMatcher, make_pong_matcher
+from keepalive.reconnect import Backoff, RetryPolicy, StopReason
+from keepalive.supervision import (
+    DisconnectReason,
+    SupervisorCore,
+    SupervisorState,
+    SupervisorStats,
+    classify_disconnect,
+)
+
+__all__ = [
+    "Handler",
+    "OnBackoff",
+    "OnConnect",
+    "OnDisconnect",
+    "PongSource",
+    "SupervisedConnection",
+    "Supervisor",
+]
+
+logger = logging.getLogger("keepalive.supervisor")
+logging.getLogger("keepalive").addHandler(logging.NullHandler())
+
+_FAILURES_KEPT: Final = 64  # attempt failures of the current outage kept for ConnectFailed
+# How long a teardown waits for asyncio to report an aborted transport lost (one loop
+# iteration in practice); a bound, so that close() can never hang on it.
+_TEARDOWN_LIMIT: Final = 1.0
+# ConnectFailed.reason when the policy gave up ("failed": the supervisor task itself failed)
+_GIVE_UP_REASONS: Final[dict[StopReason | None, str]] = {
+    StopReason.NOT_RETRYABLE: "not retryable",
+    StopReason.EXHAUSTED: "exhausted",
+    StopReason.DEADLINE: "deadline",
+}
+
+PongSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], PongMatcher] | None
+"""A pong token, a factory making one :class:`~keepalive.heartbeat.PongMatcher` per
+connection (a matcher keeps per-stream state, so it is never shared), or ``None``."""
+
+_End: TypeAlias = tuple[DisconnectReason, BaseException | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeing the end of a connection
+
+
+class _EndWatch(asyncio.StreamReaderProtocol):
+    """The stream protocol of a supervised connection: a :class:`asyncio.StreamReaderProtocol`
+    that also records the first end it sees (end of stream, connection lost, with its error)
+    and resolves :attr:`ended` then, and :attr:`lost` once the transport reported the loss."""
+
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(reader, loop=loop)
+        self.end: _End | None = None
+        self.ended: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self._eof = False
+
+    def end_with(self, reason: DisconnectReason, error: BaseException | None) -> bool:
+        """Record the end (the first one wins); True if this was it."""
+        if self.end is not None:
+            return False
+        self.end = (reason, error)
+        if not self.ended.done():
+            self.ended.set_result(None)
+        return True
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self.end_with(DisconnectReason.PEER_CLOSED, None)  # before the reader sees it
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.end_with(classify_disconnect(exc), exc)
+        else:  # an end of stream came first, or this side closed it
+            self.end_with(
+                DisconnectReason.PEER_CLOSED if self._eof else DisconnectReason.CLOSED, None
+            )
+        try:
+            super().connection_lost(exc)
+        finally:
+            if not self.lost.done():
+                self.lost.set_result(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The connection handed to the application
+
+
+class SupervisedConnection(tuple[asyncio.StreamReader, asyncio.StreamWriter]):
+    """One connection of a :class:`Supervisor`: the ``(reader, writer)`` pair, plus what the
+    supervisor knows about it.
+
+    Unpacks like :func:`asyncio.open_connection`'s result (``reader, writer = conn``).
+    :attr:`monitor` is the heartbeat's :class:`~keepalive.aio.HeartbeatProtocol` (``None``
+    without a heartbeat), :attr:`peer` the peer's address. :attr:`disconnect_reason` tells
+    whether, and why, it ended; :meth:`wait_ended` waits for that; :meth:`close` ends it and
+    makes the supervisor open a new one. Created by :class:`Supervisor` only.
+    """
+
+    _watch: _EndWatch
+    _monitor: aio.HeartbeatProtocol | None
+    _peer: tuple[Any, ...] | None
+
+    def __new__(
+        cls,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: _EndWatch,
+        monitor: aio.HeartbeatProtocol | None,
+    ) -> Self:
+        conn = super().__new__(cls, (reader, writer))
+        conn._watch = watch
+        conn._monitor = monitor
+        peer = writer.get_extra_info("peername")
+        conn._peer = tuple(peer) if isinstance(peer, tuple) else None
+        return conn
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        """The connection's :class:`asyncio.StreamReader` (pongs removed)."""
+        return self[0]
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        """The connection's :class:`asyncio.StreamWriter`."""
+        return self[1]
+
+    @property
+    def monitor(self) -> aio.HeartbeatProtocol | None:
+        """The heartbeat's monitor (RTT, pings, pongs), or ``None`` without a heartbeat."""
+        return self._monitor
+
+    @property
+    def peer(self) -> tuple[Any, ...] | None:
+        """The peer's address, as ``getpeername()`` gave it when the connection was made."""
+        return self._peer
+
+    @property
+    def ended(self) -> bool:
+        """Whether this connection is over (a new one may be up already)."""
+        return self._watch.end is not None
+
+    @property
+    def disconnect_reason(self) -> DisconnectReason | None:
+        """Why this connection ended, or ``None`` while it is live."""
+        end = self._watch.end
+        return None if end is None else end[0]
+
+    @property
+    def disconnect_error(self) -> BaseException | None:
+        """The error that ended this connection (``None`` while live or for a clean end)."""
+        end = self._watch.end
+        return None if end is None else end[1]
+
+    async def wait_ended(self) -> DisconnectReason:
+        """Wait until this connection is over; returns why."""
+        await asyncio.wait({self._watch.ended})  # (cancelling the waiter leaves it alone)
+        end = self._watch.end
+        assert end is not None
+        return end[0]
+
+    def close(self) -> None:
+        """End this connection (``CLOSED``); the supervisor replaces it (close the supervisor
+        to stop). Idempotent."""
+        self._end_with(DisconnectReason.CLOSED, None)
+
+    def __repr__(self) -> str:
+        end = self._watch.end
+        state = "live" if end is None else f"ended ({end[0]})"
+        return f"<SupervisedConnection peer={self._peer!r} {state}>"
+
+    # -- for the supervisor ------------------------------------------------------------------
+
+    def _end_with(self, reason: DisconnectReason, error: BaseException | None) -> None:
+        """Record the end (the first one wins) and abort the transport."""
+        self._watch.end_with(reason, error)
+        self.writer.transport.abort()
+
+    async def _closed(self) -> None:
+        """Wait until the transport reported the loss and its socket is closed."""
+        transport = self.writer.transport
+        transport.abort()  # (nothing if it is gone already)
+        await asyncio.wait({self._watch.lost}, timeout=_TEARDOWN_LIMIT)
+        sock = transport.get_extra_info("socket")
+        # The outer transport closes the socket in a callback of its own, maybe one loop
+        # iteration after the protocol heard of the loss (the heartbeat reports a verdict at
+        # once): wait for it, so that the next attempt never overlaps this connection.
+        for _ in range(100):
+            if sock is None or sock.fileno() < 0:
+                return
+            await asyncio.sleep(0)
+        logger.warning("the socket of %r was not closed in time", self)
+
+
+OnConnect: TypeAlias = Callable[[SupervisedConnection], object]
+"""``on_connect(conn)``: runs before a new connection is published; raising fails the
+attempt. A plain or a coroutine function."""
+
+OnDisconnect: TypeAlias = Callable[[DisconnectReason, BaseException | None], object]
+"""``on_disconnect(reason, error)``: a published connection ended (``error`` None: no error)."""
+
+OnBackoff: TypeAlias = Callable[[float, BaseException | None], object]
+"""``on_backoff(delay, error)``: the supervisor waits ``delay`` seconds before the next attempt."""
+
+Handler: TypeAlias = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
+"""``handler(reader, writer)``: a coroutine function serving one connection in its own task;
+returning ends the connection."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks (the same rules as keepalive.sync.Supervisor's)
+
+
+def _check_address(address: object) -> tuple[str, int]:
+    allowed = "a (host: str, port: int 1..65535) tuple"
+    if not (isinstance(address, tuple) and len(address) == 2):
+        raise InvalidSettingType("address", address, allowed)
+    host, port = address
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidSettingType("address", address, allowed)
+    if not 1 <= port <= 65535:
+        raise InvalidSetting("address", address, allowed)
+    return host, port
+
+
+def _check_callable(field: str, value: object, shape: str) -> None:
+    if value is not None and not callable(value):
+        raise InvalidSettingType(field, value, f"a callable {shape} or None")
+
+
+def _check_ping(ping: object) -> None:
+    allowed = "non-empty bytes, or a callable returning non-empty bytes"
+    if isinstance(ping, (bytes, bytearray, memoryview)):
+        if not bytes(ping):
+            raise InvalidSetting("ping", ping, allowed)
+    elif not callable(ping):
+        raise InvalidSettingType("ping", ping, allowed)
+
+
+def _check_pong(pong: object) -> None:
+    allowed = "a non-empty bytes token, a PongMatcher factory or None"
+    if pong is None or callable(pong):
+        return
+    if isinstance(pong, (bytes, bytearray, memoryview)):
+        make_pong_matcher(pong)  # raises for an empty token
+        return
+    hint = None
+    if isinstance(pong, PongMatcher):
+        hint = "a matcher keeps state per stream: pass a factory, e.g. its class"
+    elif isinstance(pong, str):
+        hint = "encode text first, e.g. b'PONG\\n'"
+    raise InvalidSettingType("pong", pong, allowed, hint=hint)
+
+
+async def _call(hook: Callable[..., object], *args: object) -> None:
+    """Call a plain or coroutine-function hook."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervisor
+
+
+class Supervisor:
+    """Keeps one TCP connection to ``address`` up, reconnecting per ``retry``.
+
+    ``keepalive``: kernel keepalive for each socket (``None``: leave it). ``heartbeat``,
+    ``ping``, ``pong``: the application-level heartbeat (``None``: none); ``pong`` is a token,
+    a factory of :class:`~keepalive.heartbeat.PongMatcher` or ``None``. ``retry``: the
+    reconnect policy (:class:`~keepalive.reconnect.Backoff` or any
+    :class:`~keepalive.reconnect.RetryPolicy`). ``healthy_after``: seconds a connection must
+    stay up to reset the backoff. ``connect_timeout``: per address and attempt (default: the
+    policy's). Hooks ``on_connect``, ``on_disconnect``, ``on_backoff`` and the per-connection
+    ``handler``: see the module docstring. ``rng``: seeds the policy's jitter. ``name``: for
+    task names and logs (default ``host:port``). ``ssl``, ``server_hostname`` (default: the
+    host): TLS on each connection, as for :func:`asyncio.open_connection`. ``limit``: the
+    :class:`asyncio.StreamReader` buffer limit.
+
+    Use as ``async with Supervisor(...) as sup:``, or :meth:`start` (in a running loop) then
+    :meth:`aclose`. One event loop; not thread-safe.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        keepalive: KeepaliveConfig | None = KeepaliveConfig(),  # noqa: B008 - immutable value
+        heartbeat: HeartbeatConfig | None = None,
+        ping: aio.PingSource = b"PING\n",
+        pong: PongSource = b"PONG\n",
+        retry: RetryPolicy = Backoff(),  # noqa: B008 - immutable value
+        healthy_after: float = 30.0,
+        connect_timeout: float | None = None,
+        on_connect: OnConnect | None = None,
+        on_disconnect: OnDisconnect | None = None,
+        on_backoff: OnBackoff | None = None,
+        handler: Handler | None = None,
+        rng: random.Random | None = None,
+        name: str | None = None,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
+        limit: int = aio.DEFAULT_LIMIT,
+    ) -> None:
+        self._address = _check_address(address)
+        if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
+            raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
+        if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
+            raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
+        _check_ping(ping)
+        _check_pong(pong)
+        if not isinstance(retry, RetryPolicy):
+            raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
+        if rng is not None and not isinstance(rng, random.Random):
+            raise InvalidSettingType("rng", rng, "a random.Random instance or None")
+        if name is not None and not isinstance(name, str):
+            raise InvalidSettingType("name", name, "a string or None")
+        if ssl is not None and not isinstance(ssl, SSLContext):
+            raise InvalidSettingType("ssl", ssl, "an ssl.SSLContext or None")
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise InvalidSettingType("server_hostname", server_hostname, "a string or None")
+        _check_callable("on_connect", on_connect, "(conn)")
+        _check_callable("on_disconnect", on_disconnect, "(reason, error)")
+        _check_callable("on_backoff", on_backoff, "(delay, error)")
+        _check_callable("handler", handler, "(reader, writer) returning an awaitable")
+        self._limit = positive_int("limit", limit)
+        self._connect_timeout = (
+            retry.connect_timeout
+            if connect_timeout is None
+            else positive_seconds("connect_timeout", connect_timeout)
+        )
+        self._keepalive = keepalive
+        self._heartbeat = heartbeat
+        self._ping = ping
+        self._pong = pong
+        self._tls: dict[str, object] = {}
+        if ssl is not None:
+            self._tls = {
+                "ssl": ssl,
+                "server_hostname": self._address[0] if server_hostname is None else server_hostname,
+                "ssl_handshake_timeout": self._connect_timeout,
+            }
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._on_backoff = on_backoff
+        self._handler = handler
+        self._label = name if name is not None else f"{self._address[0]}:{self._address[1]}"
+
+        self._core = SupervisorCore(retry, healthy_after=healthy_after, rng=rng)
+        self._failures: deque[AttemptFailure] = deque(maxlen=_FAILURES_KEPT)
+        self._closing = False
+        self._finishing = False  # the task is cleaning up: no more cancelling it
+        self._task: asyncio.Task[None] | None = None
+        self._handler_task: asyncio.Task[None] | None = None
+        self._live: SupervisedConnection | None = None  # exists: in on_connect, or published
+        self._current: SupervisedConnection | None = None  # published to the application
+        self._interrupted: SupervisedConnection | None = None  # published when closed
+        self._changed: asyncio.Future[None] | None = None  # resolved at every change
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the supervisor's task on the running loop; returns ``self``. Only once."""
+        if self._closing:
+            raise RuntimeError(f"supervisor for {self._label} is closed")
+        if self._task is not None:
+            raise RuntimeError(f"supervisor for {self._label} was already started")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"keepalive-supervisor:{self._label}")
+        return self
+
+    def close(self) -> None:
+        """Ask the supervisor to stop, without waiting: cancels its task (a backoff sleep,
+        a connect, ``on_connect`` or the handler are interrupted) and aborts the live
+        connection. Idempotent; safe from hooks and the handler. :meth:`aclose` waits too."""
+        if not self._mark_closed():
+            return
+        live = self._live
+        if live is not None:
+            live._end_with(DisconnectReason.CLOSED, None)
+        task = self._task
+        if task is not None and not task.done() and not self._finishing:
+            task.cancel()
+
+    def _mark_closed(self) -> bool:
+        """Enter the CLOSED state; False if it was closed already."""
+        if self._closing:
+            return False
+        self._closing = True
+        self._core.closed(time.monotonic())
+        logger.debug("closing the supervisor for %s", self._label)
+        self._notify()
+        return True
+
+    async def aclose(self) -> None:
+        """Stop (see :meth:`close`) and wait until the supervisor's task has finished: the
+        live connection closed, ``on_disconnect(CLOSED, None)`` called, the handler done.
+        From a hook or the handler it returns at once (the task ends right after)."""
+        self.close()
+        task = self._task
+        if task is None or task.done():
+            return
+        current = asyncio.current_task()
+        if current is task or (current is not None and current is self._handler_task):
+            return
+        await asyncio.wait({task})  # (cancelling the caller leaves the task alone)
+
+    async def __aenter__(self) -> Self:
+        if self._task is None:
+            self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- for the application -----------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the supervisor connects to."""
+        return self._address
+
+    @property
+    def connection(self) -> SupervisedConnection | None:
+        """The live connection, or ``None`` while there is none."""
+        current = self._current
+        return current if current is not None and not current.ended else None
+
+    async def wait_connected(self, timeout: float | None = None) -> SupervisedConnection:
+        """The live connection, waiting up to ``timeout`` seconds (None: forever) for one.
+
+        Raises ``TimeoutError`` when none came in time, :class:`~keepalive.errors.ConnectFailed`
+        when the supervisor is closed (``reason="closed"``) or its policy gave up
+        (``"exhausted"``, ``"deadline"``, ``"not retryable"``; ``"failed"`` if the supervisor
+        itself failed; ``__cause__`` is the last error, ``attempts`` the current outage's
+        failures), ``RuntimeError`` before :meth:`start`.
+        """
+        if timeout is not None:
+            timeout = positive_seconds("timeout", timeout, allow_zero=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self._current
+            if current is not None and not current.ended:
+                return current  # (an ended one is about to be replaced: wait for that)
+            if self._closing or self._core.state is SupervisorState.FAILED:
+                raise self._failure()
+            if self._task is None:
+                raise RuntimeError(f"supervisor for {self._label} is not started")
+            changed = self._changed
+            if changed is None:
+                changed = self._changed = asyncio.get_running_loop().create_future()
+            if deadline is None:
+                await asyncio.wait({changed})
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no connection to {self._label} within {timeout:g} s")
+            await asyncio.wait({changed}, timeout=remaining)
+
+    @property
+    def state(self) -> SupervisorState:
+        """Where the supervisor stands (see :class:`~keepalive.supervision.SupervisorState`)."""
+        return self._core.state
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the policy gave up (state ``FAILED``), else ``None``."""
+        return self._core.stop_reason
+
+    @property
+    def stats(self) -> SupervisorStats:
+        """Counters and uptimes for monitoring (a snapshot)."""
+        return self._core.stats(time.monotonic())
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self._label} {self.state}>"
+
+    # -- the supervisor's task ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._supervise()
+        except asyncio.CancelledError:
+            if not self._closing:  # cancelled from outside (the loop shuts down): closed too
+                self._mark_closed()
+                raise
+        except Exception as exc:  # a bug here: do not leave waiters hanging
+            logger.exception("the supervisor for %s failed", self._label)
+            self._core.last_error = exc
+            if self._core.state is not SupervisorState.CLOSED:
+                self._core.state = SupervisorState.FAILED
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        """Close what is left (after close(), or a crash) and wake every waiter."""
+        self._finishing = True
+        live, self._live = self._live, None
+        self._current = None
+        try:
+            if live is not None:  # closed during on_connect
+                live._end_with(DisconnectReason.CLOSED, None)
+                await live._closed()
+            interrupted, self._interrupted = self._interrupted, None
+            if interrupted is not None:  # a published connection, ended by close()
+                end = interrupted._watch.end
+                reason, error = (DisconnectReason.CLOSED, None) if end is None else end
+                self._core.disconnected(reason, error, time.monotonic())
+                logger.info("connection to %s closed", self._label)
+                await self._call_hook("on_disconnect", self._on_disconnect, reason, error)
+        finally:
+            self._notify()
+
+    async def _supervise(self) -> None:
+        while True:
+            outcome = await self._attempt()
+            if isinstance(outcome, SupervisedConnection):
+                try:
+                    reason, error = await self._serve(outcome)
+                except asyncio.CancelledError:
+                    self._interrupted = outcome
+                    raise
+                delay = await self._after_disconnect(outcome, reason, error)
+            else:
+                error = outcome
+                delay = self._after_failed_attempt(outcome)
+            if delay is None:
+                return
+            await self._back_off(delay, error)
+
+    # -- connecting --------------------------------------------------------------------------
+
+    async def _attempt(self) -> SupervisedConnection | BaseException:
+        """One attempt: the published connection, or the error that failed it."""
+        self._core.attempt_started(time.monotonic())
+        attempt = self._core.attempts - 1
+        logger.debug("connecting to %s (attempt %d)", self._label, attempt + 1)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=self._limit, loop=loop)
+        watch = _EndWatch(reader, loop)
+        monitor: aio.HeartbeatProtocol | None = None
+        try:
+            if self._heartbeat is not None:
+                pong = self._pong() if callable(self._pong) else self._pong
+                monitor = aio.HeartbeatProtocol(watch, self._heartbeat, ping=self._ping, pong=pong)
+            sock = await self._dial(attempt)
+            protocol = watch if monitor is None else monitor
+            transport = await aio._start_transport(
+                loop, protocol, sock, self._address[0], self._tls
+            )
+        except Exception as exc:
+            if not any(failure.attempt == attempt for failure in self._failures):
+                self._failures.append(AttemptFailure(attempt, None, exc))
+            return exc
+        writer = asyncio.StreamWriter(transport, watch, reader, loop)
+        conn = SupervisedConnection(reader, writer, watch, monitor)
+        self._live = conn
+        try:
+            if self._on_connect is not None:
+                await _call(self._on_connect, conn)
+            end = watch.end
+            if end is not None:
+                raise ConnectionAbortedError(
+                    f"the connection ended during on_connect ({end[0]})"
+                ) from end[1]
+        except Exception as exc:
+            self._live = None
+            conn._end_with(DisconnectReason.CLOSED, None)
+            await conn._closed()
+            self._failures.append(AttemptFailure(attempt, conn.peer, exc))
+            logger.warning("on_connect for %s failed: %r", self._label, exc, exc_info=exc)
+            return exc
+        self._core.connected(time.monotonic())
+        self._current = conn
+        self._failures.clear()
+        self._notify()
+        logger.info(
+            "connected to %s (attempt %d, connection %d)",
+            self._label,
+            attempt + 1,
+            self._core.connects,
+        )
+        return conn
+
+    async def _dial(self, attempt: int) -> socket.socket:
+        """A connected socket with keepalive set: one attempt over every resolved address."""
+        try:
+            return await connect_async(
+                self._address,
+                keepalive=self._keepalive,
+                connect_timeout=self._connect_timeout,
+            )
+        except ConnectFailed as exc:  # one attempt, retry=None: every address failed
+            for failure in exc.attempts:
+                assert isinstance(failure, AttemptFailure)
+                self._failures.append(AttemptFailure(attempt, failure.address, failure.error))
+            cause = exc.__cause__
+            raise cause if isinstance(cause, Exception) else exc from None
+
+    def _after_failed_attempt(self, error: BaseException) -> float | None:
+        """Record a failed attempt: the delay before the next one, or None to give up."""
+        delay = self._core.attempt_failed(error, time.monotonic())
+        if delay is None:
+            self._notify()
+            self._log_give_up(error)
+            return None
+        logger.info(
+            "attempt %d to connect to %s failed (%s); retrying in %.3f s",
+            self._core.attempts,
+            self._label,
+            error,
+            delay,
+        )
+        return delay
+
+    # -- connected ---------------------------------------------------------------------------
+
+    async def _serve(self, conn: SupervisedConnection) -> _End:
+        """Wait until the connection ends (and its handler returned); then close it."""
+        handler_task = None
+        if self._handler is not None:
+            handler_task = asyncio.get_running_loop().create_task(
+                self._run_handler(self._handler, conn), name=f"keepalive-handler:{self._label}"
+            )
+            self._handler_task = handler_task
+        try:
+            waiting: set[asyncio.Future[Any]] = {conn._watch.ended}
+            if handler_task is not None:
+                waiting.add(handler_task)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._current = None
+            self._live = None
+            conn._end_with(DisconnectReason.CLOSED, None)  # (if it is not over yet)
+            self._notify()
+            try:
+                await conn._closed()
+            finally:
+                if handler_task is not None:
+                    if self._closing:
+                        handler_task.cancel()
+                    await asyncio.wait({handler_task})  # its calls on conn fail now: it returns
+                    self._handler_task = None
+        end = conn._watch.end
+        assert end is not None
+        return end
+
+    async def _run_handler(self, handler: Handler, conn: SupervisedConnection) -> None:
+        try:
+            result = handler(conn.reader, conn.writer)
+            if not inspect.isawaitable(result):
+                raise InvalidSettingType(
+                    "handler", handler, "a coroutine function (reader, writer)"
+                )
+            await result
+        except asyncio.CancelledError:
+            conn._end_with(DisconnectReason.CLOSED, None)
+            raise
+        except Exception as exc:  # ends this connection; the supervisor decides what next
+            if not conn.ended and not self._closing:
+                logger.warning("handler for %s raised %r", self._label, exc, exc_info=exc)
+            conn._end_with(classify_disconnect(exc), exc)
+        else:
+            conn._end_with(DisconnectReason.CLOSED, None)
+
+    async def _after_disconnect(
+        self, conn: SupervisedConnection, reason: DisconnectReason, error: BaseException | None
+    ) -> float | None:
+        """Account for the ended connection and call on_disconnect; the delay, or None."""
+        now = time.monotonic()
+        uptime = self._core.uptime(now)
+        delay = self._core.disconnected(reason, error, now)
+        if delay is None and not self._closing:
+            self._failures.append(
+                AttemptFailure(
+                    self._core.attempts - 1,
+                    conn.peer,
+                    error or ConnectionResetError("connection ended"),
+                )
+            )
+            self._notify()
+        logger.warning(
+            "connection to %s ended after %.3f s: %s%s",
+            self._label,
+            uptime,
+            reason,
+            "" if error is None else f" ({error!r})",
+        )
+        await self._call_hook("on_disconnect", self._on_disconnect, reason, error)
+        if delay is None:
+            self._log_give_up(error)
+        return delay
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def _back_off(self, delay: float, error: BaseException | None) -> None:
+        """Call on_backoff and sleep ``delay`` seconds (cancelled by close())."""
+        await self._call_hook("on_backoff", self._on_backoff, delay, error)
+        await asyncio.sleep(delay)
+
+    def _notify(self) -> None:
+        """Wake every wait_connected()."""
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _call_hook(
+        self, field: str, hook: Callable[..., object] | None, *args: object
+    ) -> None:
+        if hook is None:
+            return
+        try:
+            await _call(hook, *args)
+        except Exception:
+            logger.exception("%s hook for %s raised", field, self._label)
+
+    def _log_give_up(self, error: BaseException | None) -> None:
+        stop = self._core.stop_reason
+        logger.error(
+            "giving up on %s after %d attempt(s) (%s); last error: %r",
+            self._label,
+            self._core.attempts,
+            "unknown" if stop is None else stop.value,
+            error,
+        )
+
+    def _failure(self) -> ConnectFailed:
+        """The error wait_connected raises once no connection will come."""
+        attempts = tuple(self._failures)
+        if self._closing:
+            return ConnectFailed(f"the supervisor for {self._label} is closed", attempts, "closed")
+        reason = _GIVE_UP_REASONS.get(self._core.stop_reason, "failed")
+        last = self._core.last_error
+        error = ConnectFailed(
+            f"gave up on {self._label} after {self._core.attempts} attempt(s) ({reason}); "
+            f"last error: {last!r}",
+            attempts,
+            reason,
+        )
+        error.__cause__ = last
+        return error
