@@ -24,7 +24,8 @@ import random
 from dataclasses import dataclass
 
 from keepalive._validate import positive_seconds
-from keepalive.errors import PeerUnresponsive
+from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.heartbeat import PongMatcher, make_pong_matcher
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
 
 __all__ = [
@@ -32,6 +33,10 @@ __all__ = [
     "SupervisorCore",
     "SupervisorState",
     "SupervisorStats",
+    "check_address",
+    "check_callable",
+    "check_ping",
+    "check_pong",
     "classify_disconnect",
 ]
 
@@ -216,3 +221,51 @@ class SupervisorCore:
         self._uptime_before += uptime
         self.connected_since = None
         return uptime
+
+
+# -- argument checks shared by both supervisors -----------------------------------------
+
+
+def check_address(address: object) -> tuple[str, int]:
+    """A ``(host, port)`` tuple with a real port, or InvalidSetting naming ``address``."""
+    allowed = "a (host: str, port: int 1..65535) tuple"
+    if not (isinstance(address, tuple) and len(address) == 2):
+        raise InvalidSettingType("address", address, allowed)
+    host, port = address
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidSettingType("address", address, allowed)
+    if not 1 <= port <= 65535:
+        raise InvalidSetting("address", address, allowed)
+    return host, port
+
+
+def check_callable(field: str, value: object, shape: str) -> None:
+    """A hook is a callable or None."""
+    if value is not None and not callable(value):
+        raise InvalidSettingType(field, value, f"a callable {shape} or None")
+
+
+def check_ping(ping: object) -> None:
+    """Non-empty ping bytes, or a callable that makes them."""
+    allowed = "non-empty bytes, or a callable returning non-empty bytes"
+    if isinstance(ping, (bytes, bytearray, memoryview)):
+        if not bytes(ping):
+            raise InvalidSetting("ping", ping, allowed)
+    elif not callable(ping):
+        raise InvalidSettingType("ping", ping, allowed)
+
+
+def check_pong(pong: object) -> None:
+    """A pong token, a factory of matchers (one per connection: matchers keep state), or None."""
+    allowed = "a non-empty bytes token, a PongMatcher factory or None"
+    if pong is None or callable(pong):
+        return
+    if isinstance(pong, (bytes, bytearray, memoryview)):
+        make_pong_matcher(pong)  # raises for an empty token
+        return
+    hint = None
+    if isinstance(pong, PongMatcher):
+        hint = "a matcher keeps state per stream: pass a factory, e.g. its class"
+    elif isinstance(pong, str):
+        hint = "encode text first, e.g. b'PONG\\n'"
+    raise InvalidSettingType("pong", pong, allowed, hint=hint)

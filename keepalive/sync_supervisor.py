@@ -122,7 +122,7 @@ from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.connect import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
-from keepalive.heartbeat import HeartbeatConfig, PongMatcher, make_pong_matcher
+from keepalive.heartbeat import HeartbeatConfig, PongMatcher
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
 from keepalive.sockets import configure
 from keepalive.supervision import (
@@ -130,6 +130,10 @@ from keepalive.supervision import (
     SupervisorCore,
     SupervisorState,
     SupervisorStats,
+    check_address,
+    check_callable,
+    check_ping,
+    check_pong,
     classify_disconnect,
 )
 from keepalive.sync import MonitoredSocket, PingSource
@@ -499,51 +503,6 @@ def _check_read(bufsize: object, flags: object) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Argument checks
-
-
-def _check_address(address: object) -> tuple[str, int]:
-    allowed = "a (host: str, port: int 1..65535) tuple"
-    if not (isinstance(address, tuple) and len(address) == 2):
-        raise InvalidSettingType("address", address, allowed)
-    host, port = address
-    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidSettingType("address", address, allowed)
-    if not 1 <= port <= 65535:
-        raise InvalidSetting("address", address, allowed)
-    return host, port
-
-
-def _check_callable(field: str, value: object, shape: str) -> None:
-    if value is not None and not callable(value):
-        raise InvalidSettingType(field, value, f"a callable {shape} or None")
-
-
-def _check_ping(ping: object) -> None:
-    allowed = "non-empty bytes, or a callable returning non-empty bytes"
-    if isinstance(ping, (bytes, bytearray, memoryview)):
-        if not bytes(ping):
-            raise InvalidSetting("ping", ping, allowed)
-    elif not callable(ping):
-        raise InvalidSettingType("ping", ping, allowed)
-
-
-def _check_pong(pong: object) -> None:
-    allowed = "a non-empty bytes token, a PongMatcher factory or None"
-    if pong is None or callable(pong):
-        return
-    if isinstance(pong, (bytes, bytearray, memoryview)):
-        make_pong_matcher(pong)  # raises for an empty token
-        return
-    hint = None
-    if isinstance(pong, PongMatcher):
-        hint = "a matcher keeps state per stream: pass a factory, e.g. its class"
-    elif isinstance(pong, str):
-        hint = "encode text first, e.g. b'PONG\\n'"
-    raise InvalidSettingType("pong", pong, allowed, hint=hint)
-
-
-# ---------------------------------------------------------------------------------------------
 # The supervisor
 
 
@@ -581,23 +540,23 @@ class Supervisor:
         rng: random.Random | None = None,
         name: str | None = None,
     ) -> None:
-        self._address = _check_address(address)
+        self._address = check_address(address)
         if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
             raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
         if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
-        _check_ping(ping)
-        _check_pong(pong)
+        check_ping(ping)
+        check_pong(pong)
         if not isinstance(retry, RetryPolicy):
             raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
         if rng is not None and not isinstance(rng, random.Random):
             raise InvalidSettingType("rng", rng, "a random.Random instance or None")
         if name is not None and not isinstance(name, str):
             raise InvalidSettingType("name", name, "a string or None")
-        _check_callable("on_connect", on_connect, "(conn)")
-        _check_callable("on_disconnect", on_disconnect, "(reason, error)")
-        _check_callable("on_backoff", on_backoff, "(delay, error)")
-        _check_callable("handler", handler, "(conn)")
+        check_callable("on_connect", on_connect, "(conn)")
+        check_callable("on_disconnect", on_disconnect, "(reason, error)")
+        check_callable("on_backoff", on_backoff, "(delay, error)")
+        check_callable("handler", handler, "(conn)")
         self._connect_timeout = (
             retry.connect_timeout
             if connect_timeout is None
