@@ -153,11 +153,6 @@ _FAILURES_KEPT: Final = 64  # attempt failures of the current outage kept for Co
 # iteration in practice); a bound, so that close() can never hang on it.
 _TEARDOWN_LIMIT: Final = 1.0
 # ConnectFailed.reason when the policy gave up ("failed": the supervisor task itself failed)
-_GIVE_UP_REASONS: Final[dict[StopReason | None, str]] = {
-    StopReason.NOT_RETRYABLE: "not retryable",
-    StopReason.EXHAUSTED: "exhausted",
-    StopReason.DEADLINE: "deadline",
-}
 
 PongSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], PongMatcher] | None
 """A pong token, a factory making one :class:`~keepalive.heartbeat.PongMatcher` per
@@ -821,16 +816,4 @@ class Supervisor:
 
     def _failure(self) -> ConnectFailed:
         """The error wait_connected raises once no connection will come."""
-        attempts = tuple(self._failures)
-        if self._closing:
-            return ConnectFailed(f"the supervisor for {self._label} is closed", attempts, "closed")
-        reason = _GIVE_UP_REASONS.get(self._core.stop_reason, "failed")
-        last = self._core.last_error
-        error = ConnectFailed(
-            f"gave up on {self._label} after {self._core.attempts} attempt(s) ({reason}); "
-            f"last error: {last!r}",
-            attempts,
-            reason,
-        )
-        error.__cause__ = last
-        return error
+        return self._core.failure(self._label, tuple(self._failures), closing=self._closing)

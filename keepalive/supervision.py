@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 
 from keepalive._validate import positive_seconds
-from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.heartbeat import PongMatcher, make_pong_matcher
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
 
@@ -68,6 +68,12 @@ class DisconnectReason(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+
+_GIVE_UP_REASONS: dict[StopReason | None, str] = {
+    StopReason.NOT_RETRYABLE: "not retryable",
+    StopReason.EXHAUSTED: "exhausted",
+    StopReason.DEADLINE: "deadline",
+}
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -192,6 +198,22 @@ class SupervisorCore:
     def closed(self, now: float) -> None:
         self._end_uptime(now)
         self.state = SupervisorState.CLOSED
+
+    def failure(self, label: str, attempts: tuple[object, ...], *, closing: bool) -> ConnectFailed:
+        """The error ``wait_connected`` raises once no connection will come: the supervisor
+        was closed (reason ``"closed"``) or the policy gave up (``"not retryable"``,
+        ``"exhausted"``, ``"deadline"``; ``"failed"`` otherwise), chained to the last error."""
+        if closing:
+            return ConnectFailed(f"the supervisor for {label} is closed", attempts, "closed")
+        reason = _GIVE_UP_REASONS.get(self.stop_reason, "failed")
+        last = self.last_error
+        error = ConnectFailed(
+            f"gave up on {label} after {self.attempts} attempt(s) ({reason}); last error: {last!r}",
+            attempts,
+            reason,
+        )
+        error.__cause__ = last
+        return error
 
     # -- views -------------------------------------------------------------------------------
 

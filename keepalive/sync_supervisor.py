@@ -172,11 +172,6 @@ _IN_PROGRESS = frozenset(
 )
 _HAVE_POLL = hasattr(select, "poll")
 # ConnectFailed.reason when the policy gave up ("failed": the supervisor thread itself failed)
-_GIVE_UP_REASONS: dict[StopReason | None, str] = {
-    StopReason.NOT_RETRYABLE: "not retryable",
-    StopReason.EXHAUSTED: "exhausted",
-    StopReason.DEADLINE: "deadline",
-}
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
 
 PongSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], PongMatcher] | None
@@ -1038,19 +1033,7 @@ class Supervisor:
 
     def _failure_locked(self) -> ConnectFailed:
         """The error wait_connected raises once no connection will come (lock held)."""
-        attempts = tuple(self._failures)
-        if self._closing:
-            return ConnectFailed(f"the supervisor for {self._label} is closed", attempts, "closed")
-        reason = _GIVE_UP_REASONS.get(self._core.stop_reason, "failed")
-        last = self._core.last_error
-        error = ConnectFailed(
-            f"gave up on {self._label} after {self._core.attempts} attempt(s) ({reason}); "
-            f"last error: {last!r}",
-            attempts,
-            reason,
-        )
-        error.__cause__ = last
-        return error
+        return self._core.failure(self._label, tuple(self._failures), closing=self._closing)
 
 
 def _peer(sock: socket.socket) -> tuple[Any, ...] | None:
