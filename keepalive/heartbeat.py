@@ -55,7 +55,6 @@ PeerDead(reason='no reply to 2 heartbeat pings (timeout 5 s each)', silent_for=2
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
@@ -220,7 +219,10 @@ class Heartbeat:
         # Every ping sent whose pong has not arrived yet, in order (TCP keeps order); this is
         # not cleared by other inbound bytes, because those pongs are still on their way.
         self._outstanding = 0
-        self._send_times: deque[float] = deque(maxlen=_MAX_TRACKED_PINGS)
+        # Send times of the newest unanswered pings, oldest first. A tuple, replaced on each
+        # change: usually empty (shared) or one entry, where a deque would cost 600 bytes
+        # for each of thousands of heartbeats.
+        self._send_times: tuple[float, ...] = ()
         self._pings_sent = 0
         self._pongs_received = 0
         self._stalls = 0
@@ -252,15 +254,26 @@ class Heartbeat:
         """
         if self._verdict is not None:
             return
-        self.bytes_received(now)
+        # bytes_received, inlined: this runs for every pong of every connection.
+        self._last_received = max(self._last_received, now)
+        self._ping_due_at = None
+        self._window_start = None
+        self._rearmed = False
+        self._misses = 0
         self._pongs_received += 1
-        if self._outstanding == 0:
+        outstanding = self._outstanding
+        if outstanding == 0:
             return
-        # The oldest send time belongs to this pong only if none was dropped from the deque.
-        measurable = len(self._send_times) == self._outstanding
-        self._outstanding -= 1
+        # The oldest send time belongs to this pong only if none was dropped from the list.
+        send_times = self._send_times
+        measurable = len(send_times) == outstanding
+        self._outstanding = outstanding - 1
         if measurable:
-            self._record_rtt(max(0.0, now - self._send_times.popleft()))
+            self._send_times = send_times[1:]
+            sample = max(0.0, now - send_times[0])
+            self._rtt = sample
+            srtt = self._srtt
+            self._srtt = sample if srtt is None else srtt + _SRTT_ALPHA * (sample - srtt)
 
     def ping_sent(self, now: float) -> None:
         """The driver wrote a ping at ``now``.
@@ -273,7 +286,8 @@ class Heartbeat:
             return
         self._pings_sent += 1
         self._outstanding += 1
-        self._send_times.append(now)
+        send_times = (*self._send_times, now)
+        self._send_times = send_times[1:] if len(send_times) > _MAX_TRACKED_PINGS else send_times
         if self._ping_due_at is not None:
             self._ping_due_at = None
             self._window_start = now
@@ -426,13 +440,6 @@ class Heartbeat:
             f"outstanding={self._outstanding} rtt={self._rtt!r}>"
         )
 
-    def _record_rtt(self, sample: float) -> None:
-        self._rtt = sample
-        if self._srtt is None:
-            self._srtt = sample
-        else:
-            self._srtt += _SRTT_ALPHA * (sample - self._srtt)
-
 
 # ---------------------------------------------------------------- pong filtering
 
@@ -506,6 +513,8 @@ class PongFilter:
             self._held = b""
             return buffer, 0
         token = self._token
+        if not self._held and data == token:
+            return b"", 1  # the other common case: exactly the pong that is owed
         buffer = self._held + data if self._held else bytes(data)
         parts: list[bytes] = []
         position = 0

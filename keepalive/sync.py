@@ -21,9 +21,13 @@ application still closes it).
 
 How it works (decisions worth knowing):
 
-* **One scheduler thread per process** (daemon, named ``keepalive-heartbeat``) keeps a heap of
-  heartbeat deadlines for every monitored socket; it starts with the first monitor and exits
-  as soon as none is left, so an idle process has no extra thread. Monitors are held weakly:
+* **One scheduler thread per process** (daemon, named ``keepalive-heartbeat``) keeps the
+  heartbeat deadlines of every monitored socket; it starts with the first monitor and exits
+  as soon as none is left, so an idle process has no extra thread. Deadlines are rounded up
+  to a grid of about ``min(interval, timeout) / 64`` (a power of two, at most 1/4 s), and one
+  wake-up serves every socket due in a cell: never early, late by less than a cell. While a
+  ping is in flight its socket's timer is set an interval after the ping, where the pong's
+  deadline will be, so reading a pong never has to reschedule. Monitors are held weakly:
   a monitor dropped without ``close()`` stops being pinged. A forked child starts with no
   scheduler; monitors inherited from the parent keep working as sockets there but are not
   heartbeated by the child (the parent still does).
@@ -44,9 +48,10 @@ How it works (decisions worth knowing):
   A timer that fires later than ``timeout`` past its deadline (a blocked scheduler, a thread
   holding the GIL, a suspended VM) re-arms the ping's window instead of killing (see
   :meth:`keepalive.heartbeat.Heartbeat.poll`).
-* **Pings never split an application write.** ``send``/``sendall`` hold a per-socket send lock;
-  the scheduler only *tries* that lock and retries soon (and right after the application's
-  write ends). ``with sock.message():`` holds it across several writes that form one message.
+* **Pings never split an application write.** ``send``/``sendall`` hold the socket's send
+  turn (a reentrant lock); the scheduler writes a ping only when the turn is free and
+  otherwise retries soon (and right after the application's write ends). ``with
+  sock.message():`` holds the turn across several writes that form one message.
   A ping the kernel only partly accepted is finished by the next writer before its own bytes.
 * **Stuck writes count as unanswered pings.** If a ping is due but cannot be written because
   our bytes have stopped moving (the send buffer stayed full for ``timeout``, nothing
@@ -68,9 +73,9 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import functools
 import heapq
 import io
-import itertools
 import logging
 import math
 import os
@@ -80,7 +85,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -130,9 +134,13 @@ PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
 """A ping: fixed bytes, or a callable returning the bytes of the next ping (framed protocols)."""
 
 _THREAD_NAME = "keepalive-heartbeat"
-# Longest pause between attempts to write a ping that could not be written (send lock busy,
-# send buffer full). Releasing the send lock also triggers an attempt at once.
+# Longest pause between attempts to write a ping that could not be written (send turn taken,
+# send buffer full). Giving the send turn back also triggers an attempt at once.
 _PING_RETRY_CAP = 0.05
+# Timers are rounded up to a grid of min(interval, timeout) / 64 (see _grid_for).
+_GRID_DIVISOR = 64
+_GRID_MIN = 2.0**-20
+_GRID_MAX = 0.25
 _PING_ALLOWED = "non-empty bytes, or a callable returning non-empty bytes"
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
 _HAVE_POLL = hasattr(select, "poll")
@@ -222,28 +230,31 @@ def _bytes_waiting(fd: int) -> bool:
     return _ready(fd, write=False, timeout=0.0)
 
 
-def _ping_factory(ping: object) -> Callable[[], bytes]:
+def _checked_ping(ping: object) -> bytes | Callable[[], object]:
+    """The ping as fixed bytes, or the callable making each one (checked by _made_ping)."""
     if isinstance(ping, (bytes, bytearray, memoryview)):
         payload = bytes(ping)
         if not payload:
             raise InvalidSetting("ping", ping, _PING_ALLOWED)
-        return lambda: payload
+        return payload
     if isinstance(ping, str):
         raise InvalidSettingType("ping", ping, _PING_ALLOWED, hint="encode text first")
     if not callable(ping):
         raise InvalidSettingType("ping", ping, _PING_ALLOWED)
-    produce = cast(Callable[[], object], ping)
+    return cast(Callable[[], object], ping)
 
-    def make() -> bytes:
-        value = produce()
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise InvalidSettingType("ping()", value, "non-empty bytes")
-        payload = bytes(value)
-        if not payload:
-            raise InvalidSetting("ping()", value, "non-empty bytes")
-        return payload
 
-    return make
+def _made_ping(ping: bytes | Callable[[], object]) -> bytes:
+    """The bytes of the next ping (a callable's result is checked)."""
+    if type(ping) is bytes:
+        return ping
+    value = cast(Callable[[], object], ping)()
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidSettingType("ping()", value, "non-empty bytes")
+    payload = bytes(value)
+    if not payload:
+        raise InvalidSetting("ping()", value, "non-empty bytes")
+    return payload
 
 
 def _check_socket(sock: object) -> socket.socket:
@@ -274,36 +285,42 @@ def _closed_error() -> OSError:
 
 
 # ---------------------------------------------------------------------------------------------
-# The scheduler: one thread, a heap of deadlines
+# The scheduler: one thread, timers in buckets on a grid
 
 
 class _Scheduler:
-    """Calls :meth:`MonitoredSocket._service` at each registered monitor's deadline.
+    """Calls :meth:`MonitoredSocket._service` when each registered monitor's timer is due.
 
-    One entry per monitor is live at a time (the earliest requested; polling early is
-    harmless, the heartbeat just answers with a later deadline). Entries hold weak
-    references; stale ones are skipped when they reach the top of the heap. Lock order:
-    a monitor's state lock may be held while calling in here, never the other way round.
+    Timers live in buckets, one per grid cell end (see :func:`_grid_for`); a heap orders the
+    buckets, so one wake-up serves every monitor due in a cell, and arming a timer is a list
+    append. A monitor has one live timer, ``_timer_at`` (the earliest requested; servicing
+    early is harmless, the heartbeat just answers with a later deadline); entries whose key no
+    longer matches it are stale and skipped. Entries hold weak references. Lock order: a
+    monitor's state lock may be held while calling in here, never the other way round.
     """
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, weakref.ref[MonitoredSocket]]] = []
-        self._registry: weakref.WeakSet[MonitoredSocket] = weakref.WeakSet()
-        self._sequence = itertools.count()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._ticks: list[float] = []  # heap of bucket keys
+        # Bucket key -> (the key itself, shared by every monitor armed there; entries).
+        self._buckets: dict[float, tuple[float, list[weakref.ref[MonitoredSocket]]]] = {}
+        # Weak references of the monitors heartbeated; a collected one removes itself.
+        self._registered: set[weakref.ref[MonitoredSocket]] = set()
+        # When the thread wakes up by itself (-inf while it runs: it looks at the heap then).
+        self._sleep_until = -math.inf
         self._thread: threading.Thread | None = None
 
     def active(self) -> int:
-        with self._cond:
-            return len(self._registry)
+        return len(self._registered)
 
     def register(self, monitor: MonitoredSocket, deadline: float) -> None:
-        with self._cond:
-            self._registry.add(monitor)
-            self._push(monitor, deadline)
+        with self._lock:
+            self._registered.add(monitor._weak_self)
+            self._arm_locked(monitor, deadline)
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
                 self._thread = thread
@@ -311,94 +328,126 @@ class _Scheduler:
                     thread.start()
                 except BaseException:
                     self._thread = None
-                    self._registry.discard(monitor)
+                    self._registered.discard(monitor._weak_self)
                     raise
                 logger.debug("scheduler thread started")
 
     def wake_at(self, monitor: MonitoredSocket, deadline: float) -> None:
-        """Make sure ``monitor`` is serviced no later than ``deadline``."""
-        with self._cond:
-            if monitor in self._registry:
-                self._push(monitor, deadline)
+        """Make sure ``monitor`` is serviced no later than ``deadline`` (rounded up to its grid)."""
+        with self._lock:
+            if monitor._weak_self in self._registered:
+                self._arm_locked(monitor, deadline)
 
     def unregister(self, monitor: MonitoredSocket) -> None:
-        with self._cond:
-            self._registry.discard(monitor)
+        with self._lock:
+            self._registered.discard(monitor._weak_self)
             monitor._timer_at = None
-            monitor._timer_seq = -1
-            if not self._registry:
+            if not self._registered:
                 self._cond.notify()  # let the thread exit now
+
+    def collected(self, ref: weakref.ref[MonitoredSocket]) -> None:
+        """A registered monitor was garbage-collected (weakref callback: any thread, any time)."""
+        registered = self._registered
+        registered.discard(ref)  # atomic: no lock, the collecting thread may hold it
+        if not registered and self._lock.acquire(blocking=False):
+            try:
+                self._cond.notify()  # let the thread exit now
+            finally:
+                self._lock.release()
 
     def after_fork_in_child(self) -> None:
         try:
-            inherited = list(self._registry)
+            inherited = [ref() for ref in list(self._registered)]
         except Exception:  # pragma: no cover - a set caught mid-update by fork
             inherited = []
         self._reset()
         for monitor in inherited:
-            monitor._after_fork_in_child()
+            if monitor is not None:
+                monitor._after_fork_in_child()
+
+    def _arm_locked(self, monitor: MonitoredSocket, deadline: float) -> None:
+        key = _timer_key(deadline, monitor._grid)
+        current = monitor._timer_at
+        if current is not None and current <= key:
+            return
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            monitor._timer_at = bucket[0]
+            bucket[1].append(monitor._weak_self)
+            return
+        monitor._timer_at = key
+        self._buckets[key] = (key, [monitor._weak_self])
+        heapq.heappush(self._ticks, key)
+        if key < self._sleep_until:
+            self._cond.notify()
 
     # -- the thread (below: only _run and what it calls) ------------------------------------
 
-    def _push(self, monitor: MonitoredSocket, deadline: float) -> None:
-        current = monitor._timer_at
-        if current is not None and current <= deadline:
-            return
-        seq = next(self._sequence)
-        monitor._timer_at = deadline
-        monitor._timer_seq = seq
-        if not self._heap or deadline < self._heap[0][0]:
-            self._cond.notify()
-        heapq.heappush(self._heap, (deadline, seq, monitor._weak_self))
-
-    def _next_due(self, me: threading.Thread) -> MonitoredSocket | None:
-        """Wait for the next due monitor (lock held); None when this thread must exit."""
-        heap = self._heap
+    def _next_batch(self, me: threading.Thread) -> list[MonitoredSocket] | None:
+        """Wait for the next due bucket's monitors (lock held); None when this thread must exit."""
+        ticks = self._ticks
         while True:
             if self._thread is not me:
                 return None
-            if not self._registry:
+            if not self._registered:
                 self._thread = None
-                heap.clear()
+                ticks.clear()
+                self._buckets.clear()
                 logger.debug("scheduler thread exiting: no monitored sockets left")
                 return None
-            monitor = None
-            while heap:
-                deadline, seq, ref = heap[0]
-                monitor = ref()
-                if monitor is not None and monitor._timer_seq == seq:
-                    break
-                heapq.heappop(heap)
-                monitor = None
-            if monitor is None:
-                self._cond.wait(1.0)  # registered monitors are all being serviced
-                continue
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                monitor = None  # hold no strong reference while waiting
-                self._cond.wait(delay)
-                continue
-            heapq.heappop(heap)
-            monitor._timer_at = None
-            monitor._timer_seq = -1
-            return monitor
+            now = time.monotonic()
+            if ticks and ticks[0] <= now:
+                key = heapq.heappop(ticks)
+                batch = []
+                for ref in self._buckets.pop(key)[1]:
+                    monitor = ref()
+                    if monitor is not None and monitor._timer_at == key:
+                        monitor._timer_at = None
+                        batch.append(monitor)
+                monitor = None  # no strong reference beyond the batch
+                if batch:
+                    self._sleep_until = -math.inf
+                    return batch
+                continue  # only stale entries
+            # Registered monitors all being serviced: look again within a second.
+            until = ticks[0] if ticks else now + 1.0
+            self._sleep_until = until
+            self._cond.wait(until - now)
 
     def _run(self) -> None:
         me = threading.current_thread()
         while True:
-            with self._cond:
-                monitor = self._next_due(me)
-            if monitor is None:
+            with self._lock:
+                batch = self._next_batch(me)
+            if batch is None:
                 return
-            try:
-                deadline = monitor._service()
-            except Exception:  # never let one socket take the thread down for all
-                logger.exception("heartbeat of %s failed; monitoring stopped", monitor._label)
-                monitor._stop_quietly()
-                deadline = None
-            if deadline is not None:
-                self.wake_at(monitor, deadline)
-            del monitor
+            for monitor in batch:
+                try:
+                    monitor._service()
+                except Exception:  # never let one socket take the thread down for all
+                    logger.exception("heartbeat of %s failed; monitoring stopped", monitor._label)
+                    monitor._stop_quietly()
+            del batch, monitor  # hold no strong reference while waiting
+
+
+@functools.lru_cache(maxsize=256)
+def _grid_for(config: HeartbeatConfig) -> float:
+    """The grid a monitor's timers are rounded up to: every deadline in one cell is served
+    by one wake-up at the cell's end, never early, late by less than a cell. A power of two
+    (so the grids of different configurations nest and keys are exact) at most
+    ``min(interval, timeout) / 64``, between about 1 µs and 1/4 s."""
+    span = min(config.interval, config.timeout) / _GRID_DIVISOR
+    return min(_GRID_MAX, max(_GRID_MIN, 2.0 ** math.floor(math.log2(span))))
+
+
+def _timer_key(deadline: float, grid: float) -> float:
+    """The end of the grid cell holding ``deadline``: the earliest grid point not before it
+    (exact arithmetic: the grid is a power of two)."""
+    return math.ceil(deadline / grid) * grid
+
+
+def _monitor_collected(ref: weakref.ref[MonitoredSocket]) -> None:
+    _SCHEDULER.collected(ref)
 
 
 _SCHEDULER = _Scheduler()
@@ -430,6 +479,45 @@ class MonitoredSocket:
     :meth:`fileno` with ``select``.
     """
 
+    # Slots, no per-instance dict: thousands of these may live in one process (saves ~1.5 KB each).
+    __slots__ = (
+        "__weakref__",
+        "_blocked_pings",
+        "_bytes_received",
+        "_bytes_sent",
+        "_closed",
+        "_closing",
+        "_config",
+        "_eof",
+        "_fd_closed",
+        "_grid",
+        "_heartbeat",
+        "_inbox",
+        "_io_refs",
+        "_label",
+        "_matcher",
+        "_on_dead",
+        "_open_record",
+        "_ops",
+        "_ping",
+        "_ping_queue",
+        "_pings_owed",
+        "_request_due",
+        "_request_open",
+        "_send_depth",
+        "_send_owner",
+        "_send_waiters",
+        "_sock",
+        "_state_lock",
+        "_stopped",
+        "_timeout",
+        "_timer_at",
+        "_unread_life",
+        "_verdict",
+        "_weak_self",
+        "_write_blocked_since",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
@@ -442,7 +530,7 @@ class MonitoredSocket:
     ) -> None:
         if not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
-        self._make_ping = _ping_factory(ping)
+        self._ping = _checked_ping(ping)
         self._matcher = make_pong_matcher(pong)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType("on_dead", on_dead, "a callable (sock, error) or None")
@@ -458,7 +546,12 @@ class MonitoredSocket:
         sock.settimeout(0.0)
 
         self._state_lock = threading.Lock()  # the heartbeat, the inbox, flags; never held long
-        self._send_lock = threading.RLock()  # held for a whole application write
+        # The send turn, a reentrant lock made of state-lock fields (a lock object per socket
+        # would cost 100 bytes): held for a whole application write or message() block; the
+        # scheduler writes a ping only when nobody holds it. Owner: a thread ident, 0 if free.
+        self._send_owner = 0
+        self._send_depth = 0
+        self._send_waiters: threading.Condition | None = None  # on the state lock, when needed
         self._inbox = b""  # filtered bytes read but not yet returned to the application
         self._eof = False
         self._verdict: PeerDead | None = None
@@ -474,16 +567,20 @@ class MonitoredSocket:
         self._request_due = 0.0
         self._open_record: _PendingPing | None = None
         self._pings_owed = 0  # pings reported as sent while blocked, bytes still to write
-        self._ping_queue: deque[_PendingPing] = deque()  # guarded by the send lock
+        # Pings not fully written yet, oldest first (None when empty: it rarely is not).
+        # Changed under the state lock by the holder of the send turn.
+        self._ping_queue: list[_PendingPing] | None = None
         self._write_blocked_since: float | None = None
 
         self._bytes_received = 0
         self._bytes_sent = 0
         self._unread_life = 0
         self._blocked_pings = 0
-        self._timer_at: float | None = None  # scheduler bookkeeping, under its lock
-        self._timer_seq = -1
-        self._weak_self = weakref.ref(self)
+        # Scheduler bookkeeping, under its lock: the armed timer (a grid key) and the one weak
+        # reference the scheduler holds (it unregisters the monitor when collected).
+        self._timer_at: float | None = None
+        self._grid = _grid_for(heartbeat)
+        self._weak_self = weakref.ref(self, _monitor_collected)
 
         now = time.monotonic()
         self._heartbeat = Heartbeat(heartbeat, now)
@@ -613,7 +710,7 @@ class MonitoredSocket:
         try:
             while True:
                 with self._state_lock:
-                    data = self._read_locked(limit)
+                    data = self._read_locked(limit, read_on=nonblocking)
                 if data is not None:
                     return data
                 self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
@@ -635,7 +732,7 @@ class MonitoredSocket:
         try:
             while True:
                 with self._state_lock:
-                    count = self._read_into_locked(view, limit)
+                    count = self._read_into_locked(view, limit, read_on=nonblocking)
                 if count is not None:
                     return count
                 self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
@@ -651,19 +748,15 @@ class MonitoredSocket:
         self._check_flags(flags)
         view = memoryview(data).cast("B")
         deadline, nonblocking = self._call_deadline()
-        self._enter()
+        self._begin_write(deadline, nonblocking)
         try:
-            self._lock_sending(deadline, nonblocking)
-            try:
-                self._drain_pings(deadline, nonblocking)
-                while view:
-                    sent = self._send_some(view, deadline, nonblocking)
-                    view = view[sent:]
-                self._write_blocked_since = None
-            finally:
-                self._unlock_sending()
+            self._drain_pings(deadline, nonblocking)
+            while view:
+                sent = self._send_some(view, deadline, nonblocking)
+                view = view[sent:]
+            self._write_blocked_since = None
         finally:
-            self._leave()
+            self._end_write()
 
     def send(self, data: Buffer, flags: int = 0) -> int:
         """Write some of ``data`` and return how many bytes were written.
@@ -676,16 +769,12 @@ class MonitoredSocket:
         if not view:
             return 0
         deadline, nonblocking = self._call_deadline()
-        self._enter()
+        self._begin_write(deadline, nonblocking)
         try:
-            self._lock_sending(deadline, nonblocking)
-            try:
-                self._drain_pings(deadline, nonblocking)
-                return self._send_some(view, deadline, nonblocking)
-            finally:
-                self._unlock_sending()
+            self._drain_pings(deadline, nonblocking)
+            return self._send_some(view, deadline, nonblocking)
         finally:
-            self._leave()
+            self._end_write()
 
     @contextlib.contextmanager
     def message(self) -> Iterator[None]:
@@ -694,11 +783,15 @@ class MonitoredSocket:
         Keep the block short: a ping waits for it (and a ping that cannot be written while
         the block's writes are stuck counts as unanswered after ``timeout``).
         """
-        self._send_lock.acquire()
+        with self._state_lock:
+            self._take_send_turn_locked(None, nonblocking=False)
         try:
             yield
         finally:
-            self._unlock_sending()
+            with self._state_lock:
+                wake = self._give_send_turn_locked()
+            if wake:
+                self._wake_for_ping()
 
     @overload
     def makefile(
@@ -872,17 +965,28 @@ class MonitoredSocket:
     def _wait(self, *, write: bool, deadline: float | None, nonblocking: bool) -> None:
         if nonblocking:
             raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
-        timeout = None
-        if deadline is not None:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                raise TimeoutError("timed out")
+        if deadline is None:
+            if _HAVE_POLL:  # the usual wait of a blocked reader, without a call more
+                poller = select.poll()
+                poller.register(self._sock.fileno(), select.POLLOUT if write else select.POLLIN)
+                poller.poll()
+            else:
+                _ready(self._sock.fileno(), write=write, timeout=None)
+            return
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise TimeoutError("timed out")
         _ready(self._sock.fileno(), write=write, timeout=timeout)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read_locked(self, limit: int) -> bytes | None:
-        """Up to ``limit`` application bytes, b"" at end of stream, None if none is waiting."""
+    def _read_locked(self, limit: int, *, read_on: bool = True) -> bytes | None:
+        """Up to ``limit`` application bytes, b"" at end of stream, None if none is waiting.
+
+        When a read brings only a pong and was shorter than ``limit`` (the kernel had no
+        more), None comes at once unless ``read_on``: a caller about to wait in ``poll``
+        saves the ``recv`` that would fail with EAGAIN (poll returns at once if more came).
+        """
         self._check_usable()
         if self._inbox:
             data, self._inbox = self._inbox[:limit], self._inbox[limit:]
@@ -898,15 +1002,22 @@ class MonitoredSocket:
                 raise self._read_failed_locked(exc) from exc
             if not chunk:
                 data = self._end_of_stream_locked()
-            else:
-                data = self._take_inbound_locked(chunk, time.monotonic())
-                if not data:
-                    continue  # only a pong (or part of one): read on
+            else:  # filter pongs out and tell the heartbeat, before the lock is released
+                matcher = self._matcher
+                if matcher is None:
+                    data, pongs = chunk, 0
+                else:
+                    data, pongs = matcher.feed(chunk, self._heartbeat.outstanding)
+                self._note_inbound_locked(len(chunk), pongs, time.monotonic())
+                if not data:  # only a pong (or part of one)
+                    if read_on or len(chunk) == limit:
+                        continue
+                    return None
             if len(data) > limit:
                 data, self._inbox = data[:limit], data[limit:]
             return data
 
-    def _read_into_locked(self, view: memoryview, limit: int) -> int | None:
+    def _read_into_locked(self, view: memoryview, limit: int, *, read_on: bool) -> int | None:
         matcher = self._matcher
         direct = (
             not self._inbox
@@ -921,7 +1032,7 @@ class MonitoredSocket:
             )
         )
         if not direct:  # a pong may be in the way: go through the filter
-            data = self._read_locked(limit)
+            data = self._read_locked(limit, read_on=read_on)
             if data is None:
                 return None
             view[: len(data)] = data
@@ -939,33 +1050,32 @@ class MonitoredSocket:
         self._note_inbound_locked(count, 0, time.monotonic())
         return count
 
-    def _take_inbound_locked(self, chunk: bytes, now: float) -> bytes:
-        """Filter pongs out of ``chunk`` and tell the heartbeat; returns the application's part."""
-        matcher = self._matcher
-        if matcher is None:
-            self._note_inbound_locked(len(chunk), 0, now)
-            return chunk
-        data, pongs = matcher.feed(chunk, self._heartbeat.outstanding)
-        self._note_inbound_locked(len(chunk), pongs, now)
-        return data
-
     def _note_inbound_locked(self, count: int, pongs: int, now: float) -> None:
         hb = self._heartbeat
         self._bytes_received += count
         if self._matcher is None and hb.outstanding:
             pongs = 1  # pong=None: the first bytes after a ping are its reply
-        hb.bytes_received(now)
-        for _ in range(pongs):
-            hb.pong_received(now)
-        if pongs and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
+        if pongs:
+            for _ in range(pongs):
+                hb.pong_received(now)  # also counts as bytes received
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
+        else:
+            hb.bytes_received(now)
         # Inbound bytes satisfied the heartbeat: a ping it asked for is no longer needed
         # (one already queued is still written and reported, see _ping_written_locked).
         self._request_open = False
         self._open_record = None
+        # Usually the timer is early enough already: while a ping is in flight it is armed
+        # an interval after the ping (see _arm_locked), and this deadline is later. Timers
+        # are grid cell ends: only a deadline in an earlier cell needs one.
         deadline = hb.deadline
         timer_at = self._timer_at
-        if deadline is not None and not self._stopped and (timer_at is None or deadline < timer_at):
+        if (
+            deadline is not None
+            and not self._stopped
+            and (timer_at is None or deadline <= timer_at - self._grid)
+        ):
             _SCHEDULER.wake_at(self, deadline)
 
     def _end_of_stream_locked(self) -> bytes:
@@ -983,23 +1093,64 @@ class MonitoredSocket:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _lock_sending(self, deadline: float | None, nonblocking: bool) -> None:
-        lock = self._send_lock
-        if nonblocking:
-            if not lock.acquire(blocking=False):
-                raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
-        elif deadline is None:
-            lock.acquire()
-        elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError("timed out")
+    def _begin_write(self, deadline: float | None, nonblocking: bool) -> None:
+        """Enter a write call (like :meth:`_enter`) and take the send turn."""
+        with self._state_lock:
+            if self._closing:
+                raise _closed_error()
+            self._take_send_turn_locked(deadline, nonblocking=nonblocking)
+            self._ops += 1
 
-    def _unlock_sending(self) -> None:
-        self._send_lock.release()
-        if self._request_open and not self._stopped:
-            _SCHEDULER.wake_at(self, time.monotonic())  # the ping waited for us: write it now
+    def _end_write(self) -> None:
+        """Give the send turn back and leave the call (like :meth:`_leave`)."""
+        with self._state_lock:
+            wake = self._give_send_turn_locked()
+            self._ops -= 1
+            if self._closing and self._ops == 0 and not self._fd_closed:
+                self._fd_closed = True
+                self._sock.close()
+        if wake:
+            self._wake_for_ping()
+
+    def _take_send_turn_locked(self, deadline: float | None, *, nonblocking: bool) -> None:
+        """Take the send turn (state lock held; reentrant), waiting for it if needed."""
+        me = threading.get_ident()
+        if self._send_owner not in (0, me):
+            if nonblocking:
+                raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
+            waiters = self._send_waiters
+            if waiters is None:
+                waiters = self._send_waiters = threading.Condition(self._state_lock)
+            while self._send_owner != 0:
+                if deadline is None:
+                    waiters.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                waiters.wait(remaining)
+            if self._closing:  # closed while we waited
+                raise _closed_error()
+        self._send_owner = me
+        self._send_depth += 1
+
+    def _give_send_turn_locked(self) -> bool:
+        """Give the send turn back (state lock held); True if a ping waits for it."""
+        depth = self._send_depth - 1
+        if depth > 0:
+            self._send_depth = depth
+            return False
+        self._send_depth = 0  # (never below: after a fork, the turn starts free)
+        self._send_owner = 0
+        if self._send_waiters is not None:
+            self._send_waiters.notify_all()  # rare; each waiter checks closing and its timeout
+        return self._request_open and not self._stopped
+
+    def _wake_for_ping(self) -> None:
+        _SCHEDULER.wake_at(self, time.monotonic())  # the ping waited for us: write it now
 
     def _send_some(self, view: memoryview, deadline: float | None, nonblocking: bool) -> int:
-        """One successful ``send`` of the start of ``view`` (send lock held)."""
+        """One successful ``send`` of the start of ``view`` (send turn held)."""
         while True:
             self._check_usable()
             try:
@@ -1020,7 +1171,7 @@ class MonitoredSocket:
             self._write_blocked_since = time.monotonic()
 
     def _drain_pings(self, deadline: float | None, nonblocking: bool) -> None:
-        """Finish pings a previous writer left partly written (send lock held)."""
+        """Finish pings a previous writer left partly written (send turn held)."""
         if not self._ping_queue:
             return
         self._check_usable()
@@ -1035,16 +1186,18 @@ class MonitoredSocket:
             raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
 
     def _write_pings(self, deadline: float | None, *, wait: bool) -> bool:
-        """Write queued pings (send lock held); True once the queue is empty.
+        """Write queued pings (send turn held); True once the queue is empty.
 
         Each ``send`` runs under the state lock, and a ping is reported to the heartbeat in
         the same critical section that completes it: its pong cannot be read before the
         heartbeat counts the ping, so the filter always knows to expect it.
         """
-        queue = self._ping_queue
-        while queue:
-            record = queue[0]
+        while True:
             with self._state_lock:
+                queue = self._ping_queue
+                if not queue:
+                    return True
+                record = queue[0]
                 try:
                     sent = self._sock.send(record.remaining)
                 except (BlockingIOError, InterruptedError):
@@ -1053,7 +1206,9 @@ class MonitoredSocket:
                     self._write_blocked_since = None
                     record.remaining = record.remaining[sent:]
                     if not record.remaining:
-                        queue.popleft()
+                        del queue[0]
+                        if not queue:
+                            self._ping_queue = None
                         if not record.reported:
                             self._ping_written_locked(record, time.monotonic())
                     continue
@@ -1061,7 +1216,12 @@ class MonitoredSocket:
             if not wait:
                 return False
             self._wait(write=True, deadline=deadline, nonblocking=False)
-        return True
+
+    def _queue_ping_locked(self, record: _PendingPing) -> None:
+        if self._ping_queue is None:
+            self._ping_queue = [record]
+        else:
+            self._ping_queue.append(record)
 
     def _ping_written_locked(self, record: _PendingPing, now: float) -> None:
         record.reported = True
@@ -1069,38 +1229,37 @@ class MonitoredSocket:
         if record is self._open_record:
             self._request_open = False
             self._open_record = None
-        logger.debug("ping to %s", self._label)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("ping to %s", self._label)
 
     # -- the heartbeat (run by the scheduler thread) ------------------------------------------
 
-    def _service(self) -> float | None:
-        """Poll the heartbeat and act; returns when to be called next (None: never)."""
+    def _service(self) -> None:
+        """Poll the heartbeat and act, then arm the next wake-up (scheduler thread)."""
         with self._state_lock:
             if self._stopped:
-                return None
+                return
             hb = self._heartbeat
             now = time.monotonic()
-            deadline = hb.deadline
-            if (
-                hb.ping_in_flight
-                and deadline is not None
-                and now >= deadline
-                and _bytes_waiting(self._sock.fileno())
-            ):
-                # The application has not read them yet: life all the same.
-                hb.bytes_received(now)
-                self._unread_life += 1
-                logger.debug("unread bytes from %s count as life", self._label)
-            stalls = hb.stalls
-            action = hb.poll(now)
-            if hb.stalls != stalls:
-                logger.warning(
-                    "heartbeat of %s ran %.3f s late (a stalled thread or process); "
-                    "giving the peer %g s more instead of counting a miss",
-                    self._label,
-                    now - (deadline or now),
-                    self._config.timeout,
-                )
+            deadline = hb.deadline if hb.ping_in_flight else None
+            if deadline is not None and now >= deadline:  # this poll may count a miss
+                if _bytes_waiting(self._sock.fileno()):
+                    # The application has not read them yet: life all the same.
+                    hb.bytes_received(now)
+                    self._unread_life += 1
+                    logger.debug("unread bytes from %s count as life", self._label)
+                stalls = hb.stalls
+                action = hb.poll(now)
+                if hb.stalls != stalls:
+                    logger.warning(
+                        "heartbeat of %s ran %.3f s late (a stalled thread or process); "
+                        "giving the peer %g s more instead of counting a miss",
+                        self._label,
+                        now - deadline,
+                        self._config.timeout,
+                    )
+            else:  # a ping due, or an early wake-up: no miss, no stall possible
+                action = hb.poll(now)
             if isinstance(action, PeerDead):
                 self._verdict = action
                 self._stop_locked()
@@ -1111,28 +1270,88 @@ class MonitoredSocket:
                 self._request_open = False
                 self._open_record = None
                 if not (self._pings_owed or self._ping_queue):
-                    return action.deadline
+                    self._arm_locked(action.deadline, now)
+                    return
                 self._ops += 1  # pings owed to the wire: write them now, not at the next request
             else:  # SendPing
                 if not self._request_open:
                     due = hb.deadline
-                    self._request_open = True
                     self._request_due = now if due is None else due
                     self._open_record = None
+                    if self._ping_now_locked(now):
+                        return
+                    self._request_open = True
                 self._ops += 1  # keeps the fd open while the ping is written
         if isinstance(action, PeerDead):
             self._report_death(action)
-            return None
+            return
         try:
             wake = self._send_ping()
         finally:
             self._leave()
         if isinstance(action, Wait) and wake is not None:
-            return min(wake, action.deadline)
-        return wake
+            wake = min(wake, action.deadline)
+        if wake is not None:
+            with self._state_lock:
+                if not self._stopped:
+                    self._arm_locked(wake, time.monotonic())
+
+    def _ping_now_locked(self, now: float) -> bool:
+        """The common case of a due ping, in one go: fixed bytes, nothing queued or owed, the
+        send turn free, the kernel takes it all. True if done (sent, or stopped on an error).
+
+        The state lock is held, so the ping is reported before its pong can be read. A ping
+        the kernel took only in part is queued, as the open request's record, for the slow
+        path to finish.
+        """
+        payload = self._ping
+        if type(payload) is not bytes or self._ping_queue or self._pings_owed:
+            return False
+        if self._send_owner:  # an application write is under way
+            return False
+        # Nobody can take the send turn meanwhile: that needs the state lock, held here.
+        try:
+            sent = self._sock.send(payload)
+        except (BlockingIOError, InterruptedError):
+            self._note_write_blocked()
+            return False
+        except OSError as exc:
+            self._stop_locked()
+            logger.debug("heartbeat of %s stopped: writing a ping failed: %s", self._label, exc)
+            return True
+        self._write_blocked_since = None
+        if sent < len(payload):
+            record = _PendingPing(payload, reported=False)
+            record.remaining = record.remaining[sent:]
+            self._queue_ping_locked(record)
+            self._open_record = record
+            return False
+        sent_at = time.monotonic()
+        self._heartbeat.ping_sent(sent_at)  # starts the ping's timeout window at sent_at
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("ping to %s", self._label)
+        config = self._config  # as _arm_locked would: the window's end, or an interval
+        _SCHEDULER.wake_at(self, sent_at + min(config.interval, config.timeout))
+        return True
+
+    def _arm_locked(self, deadline: float, now: float) -> None:
+        """Arm the scheduler's timer for ``deadline`` (state lock held).
+
+        While a ping is in flight the timer is armed no later than an interval from ``now``:
+        its pong, or any byte, arrives after ``now`` and moves the deadline to an interval
+        after that, so the reader never has to move the timer earlier (a call into the
+        scheduler per pong); if nothing arrives, the early wake-up just re-arms.
+        """
+        if self._heartbeat.ping_in_flight:
+            deadline = min(deadline, now + self._config.interval)
+        _SCHEDULER.wake_at(self, deadline)
 
     def _send_ping(self) -> float | None:
-        if not self._send_lock.acquire(blocking=False):
+        with self._state_lock:
+            busy = self._send_owner != 0
+            if not busy:
+                self._take_send_turn_locked(None, nonblocking=True)
+        if busy:
             return self._ping_blocked()
         try:
             if self._closing or self._stopped:
@@ -1152,25 +1371,26 @@ class MonitoredSocket:
                 logger.debug("heartbeat of %s stopped: writing a ping failed: %s", self._label, exc)
                 return None
         finally:
-            self._send_lock.release()
+            with self._state_lock:
+                self._give_send_turn_locked()  # no wake-up: this is the scheduler
         if not done:
             return self._ping_blocked()
         with self._state_lock:
             return None if self._stopped else self._heartbeat.deadline
 
     def _queue_pings(self) -> None:
-        """Make the bytes of the pings to write (send lock held): owed ones, then the request."""
+        """Make the bytes of the pings to write (send turn held): owed ones, then the request."""
         with self._state_lock:
             owed = self._pings_owed
             requested = self._request_open and self._open_record is None
-        payloads = [self._make_ping() for _ in range(owed + requested)]  # user code: no lock
+        payloads = [_made_ping(self._ping) for _ in range(owed + requested)]  # user code: no lock
         with self._state_lock:
             self._pings_owed -= owed
             for payload in payloads[:owed]:
-                self._ping_queue.append(_PendingPing(payload, reported=True))
+                self._queue_ping_locked(_PendingPing(payload, reported=True))
             if requested:
                 record = _PendingPing(payloads[-1], reported=False)
-                self._ping_queue.append(record)
+                self._queue_ping_locked(record)
                 if self._request_open and self._open_record is None:
                     self._open_record = record
 
@@ -1248,10 +1468,11 @@ class MonitoredSocket:
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks (others' threads are gone), and no heartbeat here."""
         self._state_lock = threading.Lock()
-        self._send_lock = threading.RLock()
+        self._send_owner = 0
+        self._send_depth = 0
+        self._send_waiters = None
         self._stopped = True
         self._timer_at = None
-        self._timer_seq = -1
         self._ops = 0
         if self._closing and not self._fd_closed:
             self._fd_closed = True

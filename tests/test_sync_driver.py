@@ -9,6 +9,7 @@ process where our own process must be stalled while the peer keeps answering.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import hashlib
 import logging
@@ -27,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import keepalive
+import keepalive.sync
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
@@ -606,6 +610,48 @@ def test_settimeout_bounds_a_recv_that_only_sees_pongs(echo_server: EchoServer) 
         assert not sock.dead
 
 
+def test_writers_take_turns_and_a_waiting_writer_keeps_its_timeout() -> None:
+    client, server = tcp_pair()
+    peer = LinePeer(server, answering=False)
+    sock = monitor(client, heartbeat=QUIET)
+    with sock:
+        with sock.message():
+            sock.sendall(b"first, ")
+            queued = Outcome(lambda: sock.sendall(b"second\n"))  # waits: the turn is ours
+            time.sleep(0.2)
+            assert queued.running
+            with sock.message():  # the thread holding the turn may take it again
+                sock.sendall(b"still first\n")
+        queued.wait(2)
+        assert queued.error is None
+        wait_for(lambda: len(peer.received) >= 26, 2, "both messages")
+        assert bytes(peer.received) == b"first, still first\nsecond\n"
+
+        with sock.message():
+            sock.settimeout(0.2)
+            started = time.monotonic()
+            timed = Outcome(lambda: sock.sendall(b"never\n"))
+            timed.wait(0.2 + SLACK + 1)
+            assert isinstance(timed.error, TimeoutError)
+            assert timed.ended_at is not None
+            assert timed.ended_at - started >= 0.2
+            sock.setblocking(False)
+            busy = Outcome(lambda: sock.send(b"never\n"))
+            busy.wait(2)
+            assert isinstance(busy.error, BlockingIOError)
+            sock.setblocking(True)
+            closing = Outcome(lambda: sock.sendall(b"never\n"))
+            time.sleep(0.1)
+            sock.close()
+            time.sleep(0.1)
+            assert closing.running  # it still waits for the turn
+        closing.wait(2)  # the turn came back: the socket is closed now
+        assert isinstance(closing.error, OSError)
+        assert closing.error.errno == errno.EBADF
+    peer.close()
+    assert bytes(peer.received) == b"first, still first\nsecond\n"
+
+
 def test_close_wakes_a_blocked_recv_and_releases_the_fd() -> None:
     client, server = tcp_pair()
     fds = open_fds()
@@ -671,8 +717,9 @@ def test_a_callable_ping_is_called_for_every_ping(echo_server: EchoServer) -> No
         sock.settimeout(0.5)
         with pytest.raises(TimeoutError):
             sock.recv(100)
-        made_count = len(made)
-        stats = sock.stats
+        with sock.message():  # holding the send turn, no ping is made or written: one snapshot
+            made_count = len(made)
+            stats = sock.stats
         assert made_count >= 3
         assert made_count - 1 <= stats.pings_sent <= made_count
         assert stats.pongs_received >= made_count - 2
@@ -858,7 +905,97 @@ def test_kernel_keepalive_can_be_configured_with_the_heartbeat() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The scheduler: timers on a grid, pongs read without rescheduling
+
+
+@given(
+    interval=st.floats(1e-4, 1e5),
+    timeout=st.floats(1e-4, 1e5),
+    deadline=st.floats(0, 1e8),
+)
+def test_timers_are_rounded_up_to_a_power_of_two_grid_never_early(
+    interval: float, timeout: float, deadline: float
+) -> None:
+    grid = keepalive.sync._grid_for(HeartbeatConfig(interval=interval, timeout=timeout))
+    assert math.log2(grid).is_integer()  # grids of different configurations nest
+    assert grid <= 0.25
+    assert grid <= min(interval, timeout) / 64 or grid == 2.0**-20
+    key = keepalive.sync._timer_key(deadline, grid)
+    assert key - grid < deadline <= key  # the cell's end: never early, late by under a cell
+    assert keepalive.sync._timer_key(key, grid) == key
+
+
+def test_pings_are_never_early_and_late_by_little() -> None:
+    beat = HeartbeatConfig(interval=0.1, timeout=1)
+    client, server = tcp_pair()
+    pings: list[float] = []  # when each ping reached the peer
+    pongs: list[float] = []  # just before each pong was written
+
+    def answer() -> None:
+        line = b""
+        with contextlib.suppress(OSError):
+            while data := server.recv(4096):
+                arrived = time.monotonic()
+                line += data
+                *complete, line = line.split(b"\n")
+                for _item in complete:
+                    pings.append(arrived)
+                    pongs.append(time.monotonic())
+                    server.sendall(b"PONG\n")
+
+    peer = Outcome(answer)
+    sock = monitor(client, heartbeat=beat)
+    with sock:
+        sock.settimeout(1.3)
+        with pytest.raises(TimeoutError):  # reads (and filters) the pongs
+            sock.recv(4096)
+    server.shutdown(socket.SHUT_RDWR)
+    peer.wait(2)
+    server.close()
+    assert len(pings) >= 6
+    gaps = [ping - pong for pong, ping in zip(pongs, pings[1:], strict=False)]
+    # Each pong is read after it was written; the next ping waits an interval from then.
+    assert min(gaps) >= beat.interval
+    assert sorted(gaps)[len(gaps) // 2] <= beat.interval + SLACK
+
+
+def test_reading_pongs_does_not_reschedule_the_timer(
+    echo_server: EchoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While a ping is in flight its timer is set an interval after it: the pong's deadline
+    # is later, so the reader never calls into the scheduler (a lock and a heap push per pong).
+    from_readers: list[float] = []
+    scheduler = keepalive.sync._SCHEDULER
+    wake_at = scheduler.wake_at
+
+    def counting_wake_at(sock: MonitoredSocket, deadline: float) -> None:
+        if threading.current_thread().name != "keepalive-heartbeat":
+            from_readers.append(deadline)
+        wake_at(sock, deadline)
+
+    monkeypatch.setattr(scheduler, "wake_at", counting_wake_at)
+    sock = monitor(
+        socket.create_connection(echo_server.address),
+        heartbeat=HeartbeatConfig(interval=0.2, timeout=2),
+    )
+    with sock:
+        sock.settimeout(1.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)
+        assert sock.stats.pongs_received >= 4
+        assert not sock.dead
+    assert from_readers == []
+
+
+# ---------------------------------------------------------------------------------------------
 # Resources: one thread, no leaks, fork
+
+
+def test_a_monitor_keeps_its_state_in_slots() -> None:
+    client, server = tcp_pair()
+    with monitor(client, heartbeat=QUIET) as sock, server:
+        assert not hasattr(sock, "__dict__")  # thousands per process: no dict for each
+        assert weakref.ref(sock)() is sock
 
 
 def test_2000_monitored_connections_leak_no_thread_fd_or_monitor() -> None:
