@@ -328,7 +328,9 @@ class Heartbeat:
         expiry = window_start + config.timeout
         if now < expiry:
             return Wait(expiry)
-        if now - expiry > config.timeout and not self._rearmed:
+        # Late by more than timeout (added, not subtracted: a poll at exactly expiry +
+        # timeout, computed the same way, must not count as a stall by a rounding error).
+        if now > expiry + config.timeout and not self._rearmed:
             self._stalls += 1
             self._rearmed = True
             self._window_start = now

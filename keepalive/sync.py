@@ -15,9 +15,9 @@ The returned :class:`MonitoredSocket` behaves like the socket (``recv``, ``recv_
 ``sendall``, ``makefile``, ``settimeout``, ``fileno``, ``close``, context manager). Every byte
 read through it is a sign of life; pongs are removed from the stream before the application
 sees them; pings are written only between application writes. When the peer is declared dead,
-threads blocked in ``recv``/``sendall`` wake up with :class:`~keepalive.errors.PeerUnresponsive`,
-``on_dead(sock, error)`` is called once, and the socket is shut down (``SHUT_RDWR``; the
-application still closes it).
+``on_dead(sock, error)`` is called once, then the socket is shut down (``SHUT_RDWR``; the
+application still closes it) and threads blocked in ``recv``/``sendall`` wake up with
+:class:`~keepalive.errors.PeerUnresponsive` (calls made after the verdict raise it at once).
 
 How it works (decisions worth knowing):
 
@@ -65,7 +65,8 @@ How it works (decisions worth knowing):
 Logging goes to the ``keepalive.sync`` logger (under ``keepalive``): DEBUG for pings, pongs
 and the scheduler thread, WARNING for deaths and for stalls that were forgiven, ERROR when
 ``on_dead`` or a ``ping`` callable raises. ``on_dead`` runs on the scheduler thread: keep it
-short (hand longer work to another thread), it delays every other socket's heartbeat.
+short (hand longer work to another thread), it delays every other socket's heartbeat and the
+wake-up of this socket's blocked calls.
 """
 
 from __future__ import annotations
@@ -1261,10 +1262,8 @@ class MonitoredSocket:
             else:  # a ping due, or an early wake-up: no miss, no stall possible
                 action = hb.poll(now)
             if isinstance(action, PeerDead):
-                self._verdict = action
+                self._verdict = action  # from now on every call raises it
                 self._stop_locked()
-                with contextlib.suppress(OSError):  # wakes every blocked call
-                    self._sock.shutdown(socket.SHUT_RDWR)
             elif isinstance(action, Wait):
                 # No ping is asked for (a queued one is written and reported all the same).
                 self._request_open = False
@@ -1283,7 +1282,13 @@ class MonitoredSocket:
                     self._request_open = True
                 self._ops += 1  # keeps the fd open while the ping is written
         if isinstance(action, PeerDead):
+            # on_dead first, then wake the blocked calls: when a blocked recv or sendall
+            # raises PeerUnresponsive, on_dead has run.
             self._report_death(action)
+            with self._state_lock:
+                if not self._fd_closed:
+                    with contextlib.suppress(OSError):  # wakes every blocked call
+                        self._sock.shutdown(socket.SHUT_RDWR)
             return
         try:
             wake = self._send_ping()

@@ -363,6 +363,24 @@ def test_on_dead_is_called_once_and_every_blocked_call_wakes_up() -> None:
             sock.recv(1)
 
 
+def test_on_dead_has_returned_when_a_blocked_call_raises() -> None:
+    client, server = tcp_pair()  # the far end never answers
+    returned: list[float] = []
+
+    def slow_on_dead(_sock: MonitoredSocket, _error: PeerUnresponsive) -> None:
+        time.sleep(0.3)  # e.g. recording the death somewhere the reader will look
+        returned.append(time.monotonic())
+
+    sock = monitor(client, heartbeat=FAST, on_dead=slow_on_dead)
+    with sock, server:
+        reader = Outcome(lambda: sock.recv(4096))
+        reader.wait(FAST.detection_bound + 0.3 + 2)
+        assert isinstance(reader.error, PeerUnresponsive)
+        assert len(returned) == 1
+        assert reader.ended_at is not None
+        assert reader.ended_at >= returned[0]
+
+
 def test_a_writer_stuck_behind_a_frozen_proxy_is_released(
     echo_server: EchoServer, fault_proxy: FaultProxyFactory
 ) -> None:
