@@ -25,7 +25,7 @@ from keepalive.supervision import DisconnectReason
 from keepalive.testing import EchoServer, FaultProxy
 
 if TYPE_CHECKING:
-    from keepalive.sync_supervisor import SupervisedSocket
+    from keepalive.sync.supervisor import SupervisedSocket
 
 __all__ = ["DemoResult", "run_demo"]
 

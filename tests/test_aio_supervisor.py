@@ -38,7 +38,7 @@ from netns import Namespace
 
 import keepalive
 from keepalive import aio
-from keepalive.aio_supervisor import SupervisedConnection, Supervisor
+from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 from keepalive.config import KeepaliveConfig
 from keepalive.connect import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive

@@ -934,13 +934,13 @@ def test_kernel_keepalive_can_be_configured_with_the_heartbeat() -> None:
 def test_timers_are_rounded_up_to_a_power_of_two_grid_never_early(
     interval: float, timeout: float, deadline: float
 ) -> None:
-    grid = keepalive.sync._grid_for(HeartbeatConfig(interval=interval, timeout=timeout))
+    grid = keepalive.sync.connection._grid_for(HeartbeatConfig(interval=interval, timeout=timeout))
     assert math.log2(grid).is_integer()  # grids of different configurations nest
     assert grid <= 0.25
     assert grid <= min(interval, timeout) / 64 or grid == 2.0**-20
-    key = keepalive.sync._timer_key(deadline, grid)
+    key = keepalive.sync.connection._timer_key(deadline, grid)
     assert key - grid < deadline <= key  # the cell's end: never early, late by under a cell
-    assert keepalive.sync._timer_key(key, grid) == key
+    assert keepalive.sync.connection._timer_key(key, grid) == key
 
 
 def test_pings_are_never_early_and_late_by_little() -> None:
@@ -983,7 +983,7 @@ def test_reading_pongs_does_not_reschedule_the_timer(
     # While a ping is in flight its timer is set an interval after it: the pong's deadline
     # is later, so the reader never calls into the scheduler (a lock and a heap push per pong).
     from_readers: list[float] = []
-    scheduler = keepalive.sync._SCHEDULER
+    scheduler = keepalive.sync.connection._SCHEDULER
     wake_at = scheduler.wake_at
 
     def counting_wake_at(sock: MonitoredSocket, deadline: float) -> None:

@@ -31,7 +31,7 @@ from keepalive.heartbeat import HeartbeatConfig, PongFilter
 from keepalive.pytest_plugin import FaultProxyFactory
 from keepalive.reconnect import Backoff, StopReason
 from keepalive.supervision import DisconnectReason, SupervisorState
-from keepalive.sync_supervisor import READ_BUFFER_LIMIT, SupervisedSocket, Supervisor
+from keepalive.sync.supervisor import READ_BUFFER_LIMIT, SupervisedSocket, Supervisor
 from keepalive.testing import EchoServer
 
 FAST = HeartbeatConfig(interval=0.2, timeout=0.3)  # detection bound 0.5 s

@@ -116,7 +116,7 @@ from typing import Any, Final, TypeAlias
 
 from typing_extensions import Self
 
-from keepalive import aio
+import keepalive.aio.connection as aio
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.connect import AttemptFailure, connect_async

@@ -136,7 +136,7 @@ from keepalive.supervision import (
     check_pong,
     classify_disconnect,
 )
-from keepalive.sync import MonitoredSocket, PingSource
+from keepalive.sync.connection import MonitoredSocket, PingSource
 
 __all__ = [
     "READ_BUFFER_LIMIT",

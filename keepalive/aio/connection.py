@@ -22,8 +22,8 @@ Three ways in, one piece of code (:class:`HeartbeatProtocol`) behind all of them
 * :func:`wrap`: start a heartbeat on streams that already exist;
 * :class:`HeartbeatProtocol` / :func:`monitor_transport`: for ``asyncio.Protocol`` users.
 
-:class:`Supervisor` (in :mod:`keepalive.aio_supervisor`) keeps one such connection up and
-reconnects when it dies.
+:class:`~keepalive.aio.Supervisor` (in :mod:`keepalive.aio.supervisor`) keeps one such
+connection up and reconnects when it dies.
 
 Design (what a reader of the code needs to know):
 
@@ -139,7 +139,6 @@ except ImportError:  # pragma: no cover - Windows: readability is asked with sel
 if TYPE_CHECKING:
     import socket
 
-    from keepalive.aio_supervisor import Supervisor
     from keepalive.sockets import Applied
 
 __all__ = [
@@ -150,7 +149,6 @@ __all__ = [
     "PingSource",
     "PongSource",
     "SchedulerStats",
-    "Supervisor",
     "monitor_of",
     "monitor_transport",
     "open_connection",
@@ -1318,18 +1316,3 @@ def _configure_kernel(transport: asyncio.BaseTransport, config: KeepaliveConfig)
     if not isinstance(config, KeepaliveConfig):
         raise InvalidSettingType("keepalive", config, "a KeepaliveConfig or None")
     return configure(transport.get_extra_info("socket"), config)
-
-
-# ---------------------------------------------------------------------------------------------
-# keepalive.aio.Supervisor lives in keepalive.aio_supervisor (which imports this module):
-# loaded on first access, so there is no import cycle.
-
-
-if not TYPE_CHECKING:  # (type checkers see the import above, and still flag unknown names)
-
-    def __getattr__(name: str) -> object:
-        if name == "Supervisor":
-            from keepalive.aio_supervisor import Supervisor  # noqa: PLC0415 - import cycle
-
-            return Supervisor
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

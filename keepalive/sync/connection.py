@@ -121,7 +121,6 @@ __all__ = [
     "MonitoredSocket",
     "OnDead",
     "PingSource",
-    "Supervisor",
     "active_monitors",
     "monitor",
 ]
@@ -1555,19 +1554,3 @@ class _MonitoredIO(io.RawIOBase):
             raise ValueError("I/O operation on closed file.")
         if not allowed:
             raise io.UnsupportedOperation(f"File not open for {what}")
-
-
-# ---------------------------------------------------------------------------------------------
-# keepalive.sync.Supervisor lives in keepalive.sync_supervisor (which imports this module):
-# loaded on first access, so there is no import cycle.
-
-if TYPE_CHECKING:
-    from keepalive.sync_supervisor import Supervisor
-
-
-def __getattr__(name: str) -> object:
-    if name == "Supervisor":
-        from keepalive.sync_supervisor import Supervisor  # noqa: PLC0415 - lazy: import cycle
-
-        return Supervisor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

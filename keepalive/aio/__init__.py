@@ -1,0 +1,47 @@
+"""Heartbeats for asyncio: streams and protocols, one timer per event loop for all of them.
+
+* :func:`open_connection`, :func:`wrap`, :func:`monitor_transport` and
+  :class:`HeartbeatProtocol` (module :mod:`keepalive.aio.connection`) put a heartbeat on a
+  connection;
+* :class:`Supervisor` (module :mod:`keepalive.aio.supervisor`) keeps one connection up and
+  reconnects when it dies.
+
+The same shape as :mod:`keepalive.sync`; both drive the pure core in
+:mod:`keepalive.heartbeat`. Importing this package imports asyncio (``import keepalive``
+does not).
+"""
+
+from __future__ import annotations
+
+from keepalive.aio.connection import (
+    DEFAULT_LIMIT,
+    HeartbeatProtocol,
+    OnDead,
+    PingHold,
+    PingSource,
+    PongSource,
+    SchedulerStats,
+    monitor_of,
+    monitor_transport,
+    open_connection,
+    scheduler_stats,
+    wrap,
+)
+from keepalive.aio.supervisor import SupervisedConnection, Supervisor
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "HeartbeatProtocol",
+    "OnDead",
+    "PingHold",
+    "PingSource",
+    "PongSource",
+    "SchedulerStats",
+    "SupervisedConnection",
+    "Supervisor",
+    "monitor_of",
+    "monitor_transport",
+    "open_connection",
+    "scheduler_stats",
+    "wrap",
+]

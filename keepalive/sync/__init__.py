@@ -1,0 +1,33 @@
+"""Heartbeats for blocking sockets, plain and TLS.
+
+* :func:`monitor` wraps a connected socket in a :class:`MonitoredSocket` (module
+  :mod:`keepalive.sync.connection`): one scheduler thread pings every monitored socket.
+* :class:`Supervisor` (module :mod:`keepalive.sync.supervisor`) keeps one connection up and
+  reconnects when it dies.
+
+The same shape as :mod:`keepalive.aio`; both drive the pure core in
+:mod:`keepalive.heartbeat`.
+"""
+
+from __future__ import annotations
+
+from keepalive.sync.connection import (
+    MonitoredSocket,
+    MonitorStats,
+    OnDead,
+    PingSource,
+    active_monitors,
+    monitor,
+)
+from keepalive.sync.supervisor import SupervisedSocket, Supervisor
+
+__all__ = [
+    "MonitorStats",
+    "MonitoredSocket",
+    "OnDead",
+    "PingSource",
+    "SupervisedSocket",
+    "Supervisor",
+    "active_monitors",
+    "monitor",
+]
