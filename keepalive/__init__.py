@@ -42,13 +42,14 @@ _EXPORTS: dict[str, str] = {
     "ConnectFailed": "keepalive.errors",
     "HeartbeatConfig": "keepalive.heartbeat",
     "Backoff": "keepalive.reconnect",
-    "connect": "keepalive.connect",
+    "connect": "keepalive.dial",
+    "connect_async": "keepalive.dial",
 }
 _SUBMODULES = frozenset(
     {
         "aio",
-        "connect",
         "diagnostics",
+        "dial",
         "heartbeat",
         "integrations",
         "platforms",
@@ -80,6 +81,7 @@ __all__ = [
     "__version__",
     "configure",
     "connect",
+    "connect_async",
     "inspect",
     "socket_options",
     "system_defaults",
@@ -87,7 +89,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from keepalive.config import KeepaliveConfig
-    from keepalive.connect import connect
+    from keepalive.dial import connect, connect_async
     from keepalive.errors import (
         ConnectFailed,
         InvalidSetting,

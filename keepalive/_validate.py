@@ -10,6 +10,9 @@ from keepalive.errors import InvalidSetting, InvalidSettingType
 #: Counts are C ints in every OS's socket API.
 INT_MAX = 2**31 - 1
 
+#: The highest TCP port number.
+PORT_MAX = 65535
+
 
 def positive_seconds(field: str, value: object, *, allow_zero: bool = False) -> float:
     """A finite duration in seconds (int or float, not bool): > 0, or >= 0 with allow_zero."""
@@ -43,3 +46,39 @@ def flag(field: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidSettingType(field, value, "True or False")
     return value
+
+
+def check_address(
+    address: object, *, field: str = "address", allow_port_zero: bool = False
+) -> tuple[str, int]:
+    """A ``(host, port)`` tuple: a host name or address ``str`` that the resolver can take,
+    and a whole ``int`` port from 1 (0 with ``allow_port_zero``, e.g. to bind) to 65535.
+
+    The one address check of the library: a wrong shape or type raises
+    :class:`InvalidSettingType` naming ``field``; a port out of range :class:`InvalidSetting`
+    naming ``port`` (``<field>.port`` for another field than ``address``), a host holding a NUL
+    (C would cut ``"127.0.0.1\\0junk"`` short to ``127.0.0.1``) :class:`InvalidSetting` naming
+    ``host`` (``<field>.host``). The host name is not judged further: nothing is resolved
+    here, and a name that cannot be is a resolution failure where it is resolved.
+    """
+    lowest = 0 if allow_port_zero else 1
+    allowed = f"a (host: str, port: int {lowest}..{PORT_MAX}) tuple"
+    if not (isinstance(address, tuple) and len(address) == 2):
+        raise InvalidSettingType(field, address, allowed)
+    host, port = address
+    if not isinstance(host, str):
+        raise InvalidSettingType(field, address, allowed, hint="the host must be a str")
+    prefix = "" if field == "address" else f"{field}."
+    where = f"in {field} {address!r}"
+    if "\0" in host:
+        raise InvalidSetting(f"{prefix}host", host, "a host name or address", hint="NUL character")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidSettingType(
+            f"{prefix}port", port, f"an int from {lowest} to {PORT_MAX}", hint=where
+        )
+    if not lowest <= port <= PORT_MAX:
+        # socket.connect() would take the port modulo 65536 on some paths: never let it.
+        raise InvalidSetting(
+            f"{prefix}port", port, f"an int from {lowest} to {PORT_MAX}", hint=where
+        )
+    return host, port

@@ -1233,7 +1233,7 @@ def _connect(
     options: CheckOptions, result: CheckResult, log: Callable[[str], None]
 ) -> socket.socket:
     """Connect with keepalive configured and the retry policy; Failure when unreachable."""
-    from keepalive.connect import connect  # noqa: PLC0415
+    from keepalive.dial import connect  # noqa: PLC0415
     from keepalive.errors import ConnectFailed  # noqa: PLC0415
     from keepalive.reconnect import Backoff, is_retryable_default  # noqa: PLC0415
 

@@ -10,12 +10,12 @@ past its own deadline while the heartbeat declares the peer dead within its boun
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from keepalive import _tcp_info
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
@@ -37,12 +37,6 @@ FREEZE_AT = 1.5  # seconds after connecting
 WATCH_FOR = 3 * 3.0  # keep watching the kernel for 3 x its detection bound after the freeze
 HEAL_WAIT = 6.0
 WIDTH = 80  # the longest wait for the reconnect once the server is back
-
-# Linux struct tcp_info (include/uapi/linux/tcp.h): u8 tcpi_state first; tcpi_probes is the
-# fourth byte; tcpi_last_ack_recv (ms) is the 13th u32 after the 8 leading bytes.
-_TCP_ESTABLISHED = 1
-_TCP_INFO_PROBES = 3
-_TCP_INFO_LAST_ACK_RECV = 8 + 12 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +62,10 @@ class KernelView:
 
 def kernel_view(sock: socket.socket) -> KernelView:
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    tcp_info = getattr(socket, "TCP_INFO", None)
-    if tcp_info is None:
+    info = _tcp_info.read(sock)  # None off Linux: other kernels' tcp_info differs
+    if info is None:
         return KernelView(None, None, None, error)
-    raw = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 104)
-    (last_ack_ms,) = struct.unpack_from("I", raw, _TCP_INFO_LAST_ACK_RECV)
-    return KernelView(raw[0] == _TCP_ESTABLISHED, raw[_TCP_INFO_PROBES], last_ack_ms / 1000, error)
+    return KernelView(info.established, info.probes, info.last_ack_recv, error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from keepalive import _tcp_info
 from keepalive._validate import positive_int, positive_seconds
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "idle_warnings",
     "infer_keepalive",
     "match_virtual_mac",
+    "netstack_process_name",
     "network_hints",
     "normalize_mac",
     "parse_inet_diag_dump",
@@ -178,10 +180,16 @@ CONTAINER_MARKER_FILES: tuple[str, ...] = (
 )
 
 # Processes that terminate TCP in userspace for VMs or containers when they run on this host.
+# passt and pasta are one program (pasta is passt in namespace mode); on x86-64 it re-executes
+# itself as "<its path>.avx2" when the CPU has AVX2 (passt arch.c), so Debian's pasta shows up
+# as passt.avx2 (older releases append .avx2 to /proc/self/exe, the passt binary) or
+# pasta.avx2 (newer ones append it to argv[0]).
 NETSTACK_PROCESS_NAMES: Mapping[str, str] = {
     "slirp4netns": "slirp4netns (rootless containers' userspace TCP/IP stack)",
     "pasta": "pasta (rootless containers' userspace network, splices TCP to host sockets)",
-    "passt": "passt (userspace network for QEMU guests)",
+    "pasta.avx2": "pasta (its AVX2 build; rootless containers' userspace network)",
+    "passt": "passt (userspace network for QEMU guests; run as pasta for containers)",
+    "passt.avx2": "passt or pasta (their AVX2 build, which Debian's pasta re-executes as)",
     "vpnkit": "vpnkit (Docker Desktop's userspace TCP/IP stack)",
     "com.docker.vpnkit": "vpnkit (Docker Desktop's userspace TCP/IP stack)",
     "gvproxy": "gvproxy (gvisor-tap-vsock: Podman machine / Lima userspace network)",
@@ -247,6 +255,15 @@ _SLIRP_DNS = "10.0.2.3"
 _SLIRP_GUEST = "10.0.2.15"
 _SLIRP4NETNS_TAP = "10.0.2.100"
 _SLIRP_V6_GATEWAY = "fd00::2"
+# pasta copies the host's addresses and routes into the namespace, so those say nothing; what
+# marks it is the resolver Podman has pasta forward (--dns-forward): 169.254.1.1
+# (dnsForwardIpv4 in containers/common libnetwork/pasta; 169.254.0.1 in an earlier version).
+_PASTA_DNS_FORWARD: Mapping[str, str] = {
+    "169.254.1.1": "Podman's pasta --dns-forward address",
+    "169.254.0.1": "the pasta --dns-forward address of earlier Podman releases",
+}
+# Names of the passt family, and the one that means namespace (pasta) mode.
+_PASST_FAMILY = frozenset({"pasta", "pasta.avx2", "passt", "passt.avx2"})
 
 # linux/if_tun.h
 _IFF_TUN = 0x0001
@@ -327,7 +344,8 @@ class HostFacts:
     /run/host/container-manager or /run/systemd/container), ``pid1_cgroup`` (text of
     /proc/1/cgroup), ``pid1_container_env`` (PID 1's ``container=`` value), ``environment``
     (the marker variables set in this process), ``dmi`` (DMI id strings by file name),
-    ``processes`` (names from :data:`NETSTACK_PROCESS_NAMES` seen running),
+    ``processes`` (names from :data:`NETSTACK_PROCESS_NAMES` seen running; passt or its
+    AVX2 build running as pasta is reported as ``"pasta"``, see :func:`netstack_process_name`),
     ``cpu_hypervisor`` (the ``hypervisor`` CPU flag; null = unknown), ``unreadable`` (what
     could not be read, with the reason).
     """
@@ -428,6 +446,29 @@ class _PlatformText:
 
 _HEARTBEAT = "use keepalive's application heartbeat to see the server itself"
 
+# What each userspace stack does with the keepalive probes of the connections it carries,
+# as measured through it: slirp4netns 1.2.0 (libslirp 4.7.0) and Debian's pasta (passt
+# 0.0~git20230309). Kernel keepalive probes end in either; neither passes them on.
+_SLIRP_PROBES = (
+    "it answers every keepalive probe itself (measured with slirp4netns 1.2.0, libslirp 4.7.0: "
+    "a client stayed ESTABLISHED 30 s after its server was black-holed), so kernel keepalive "
+    "never sees the server die"
+)
+_PASTA_PROBES = (
+    "it splices each connection into a socket of the host and does not answer keepalive "
+    "probes (measured with Debian's passt 0.0~git20230309: kernel keepalive with idle 1 s, "
+    "interval 1 s and count 2 ended a healthy idle connection after 3.1 s; newer passt "
+    "releases may differ, see `pasta --version`). Behind it, kernel keepalive that gives up "
+    "sooner than the application's longest idle time ends healthy connections, and its probes "
+    "never reach the server: give kernel keepalive more time than the application stays "
+    "silent (a heartbeat interval below keepalive's idle keeps the probes from starting), and "
+    f"{_HEARTBEAT}"
+)
+_PASTA_SHORT = (
+    "Debian's pasta (passt 0.0~git20230309) leaves them unanswered, so kernel keepalive that "
+    "gives up sooner than the application's longest idle time ends healthy connections"
+)
+
 _VM_TEXT: Mapping[str, _PlatformText] = {
     "vmware": _PlatformText(
         "VMware virtual machine",
@@ -453,10 +494,11 @@ _VM_TEXT: Mapping[str, _PlatformText] = {
     ),
     "qemu-kvm": _PlatformText(
         "QEMU/KVM virtual machine",
-        "With user-mode networking (-netdev user, i.e. slirp, or passt) TCP ends in a userspace "
-        "process on the host, which answers keepalive probes; with a tap/bridge or libvirt's "
-        "default NAT (kernel masquerading) probes reach the server. Other hints show which "
-        "one is in use.",
+        "With user-mode networking TCP ends in a userspace process on the host and probes "
+        "never reach the server: slirp (-netdev user) answers them itself, passt (the same "
+        "program as pasta, measured as Debian's passt 0.0~git20230309) leaves them unanswered. "
+        "With a tap/bridge or libvirt's default NAT (kernel masquerading) probes reach the "
+        "server. Other hints show which one is in use.",
         "info",
     ),
     "hyperv": _PlatformText(
@@ -609,17 +651,19 @@ _CONTAINER_TEXT: Mapping[str, _PlatformText] = {
     "docker": _PlatformText(
         "Docker container",
         "Docker's bridge network NATs in the host kernel (conntrack; established flows kept "
-        "5 days by default): keepalive probes reach the server. Userspace hops answer probes "
-        "themselves: docker-proxy for connections to published ports, rootless Docker's "
-        "slirp4netns/pasta, and Docker Desktop's network stack.",
+        "5 days by default): keepalive probes reach the server. Userspace hops keep probes "
+        "from the server: docker-proxy (connections to published ports), rootless Docker's "
+        "slirp4netns and Docker Desktop's network stack answer them themselves; "
+        f"{_PASTA_SHORT}.",
         "info",
     ),
     "podman": _PlatformText(
         "Podman container",
         "Rootless Podman connects containers through pasta (Podman 5 and later) or "
         "slirp4netns: outside connections then end in that userspace process on the host, "
-        f"which answers keepalive probes: {_HEARTBEAT}. Rootful bridge networks use kernel "
-        "NAT, which probes cross.",
+        "and keepalive probes never reach the server. slirp4netns answers them itself; "
+        f"{_PASTA_SHORT}: {_HEARTBEAT}. Rootful bridge networks use kernel NAT, which probes "
+        "cross.",
         "info",
     ),
     "kubernetes": _PlatformText(
@@ -638,7 +682,8 @@ _CONTAINER_TEXT: Mapping[str, _PlatformText] = {
     "other": _PlatformText(
         "Container",
         "The network path depends on the runtime: kernel NAT (probes cross it) or a userspace "
-        f"network such as slirp4netns or pasta (probes answered there: {_HEARTBEAT}).",
+        "network, where probes end: slirp4netns answers them, Debian's pasta (passt "
+        f"0.0~git20230309) leaves them unanswered; there, {_HEARTBEAT}.",
         "info",
     ),
 }
@@ -755,8 +800,7 @@ def _rule_userspace_stacks(facts: HostFacts) -> list[Hint]:
                 "netstack.slirp4netns",
                 "slirp4netns userspace network",
                 "slirp4netns runs a full userspace TCP/IP stack (libslirp) on the host that opens "
-                "its own sockets: keepalive probes are answered by slirp and never reach the "
-                f"server: {_HEARTBEAT}.",
+                f"its own sockets: {_SLIRP_PROBES}: {_HEARTBEAT}.",
                 tuple(evidence + slirp_side),
                 "warning",
             )
@@ -791,22 +835,39 @@ def _rule_userspace_stacks(facts: HostFacts) -> list[Hint]:
             )
         )
 
-    if _in_container(facts) and not slirp4netns:
-        taps = [i.name for i in facts.interfaces if i.is_tap and i.name != "lo"]
-        if taps:
-            hints.append(
-                Hint(
-                    "netstack.tap-in-container",
-                    "Userspace container network likely (pasta or slirp4netns)",
-                    "This container's interface is a TAP device, which is how pasta and "
-                    "slirp4netns attach a network namespace to a userspace process on the host "
-                    "(veth, the kernel-NAT setup, is not a TAP). That process makes its own "
-                    "connections and answers keepalive probes itself. This is an inference from "
-                    f"the device type, not a certainty: {_HEARTBEAT}.",
-                    tuple(f"{name} is a TAP device" for name in taps) + tuple(slirp_side),
-                    "warning",
-                )
+    taps = [i.name for i in facts.interfaces if i.is_tap and i.name != "lo"]
+    pasta_dns = [
+        f"nameserver {address} ({_PASTA_DNS_FORWARD[address]})"
+        for address in facts.nameservers
+        if address in _PASTA_DNS_FORWARD
+    ]
+    pasta = bool(pasta_dns) and not slirp4netns and bool(taps or _in_container(facts))
+    if pasta:
+        hints.append(
+            Hint(
+                "netstack.pasta",
+                "pasta userspace network",
+                "This network namespace reaches the network through pasta (passt), a userspace "
+                f"process on the host: {_PASTA_PROBES}.",
+                tuple(pasta_dns) + tuple(f"{name} is a TAP device" for name in taps),
+                "warning",
             )
+        )
+
+    if _in_container(facts) and not slirp4netns and not pasta and taps:
+        hints.append(
+            Hint(
+                "netstack.tap-in-container",
+                "Userspace container network likely (pasta or slirp4netns)",
+                "This container's interface is a TAP device, which is how pasta and "
+                "slirp4netns attach a network namespace to a userspace process on the host "
+                "(veth, the kernel-NAT setup, is not a TAP). Keepalive probes then end in that "
+                f"process: slirp4netns answers them itself; {_PASTA_SHORT}. This is an "
+                f"inference from the device type, not a certainty: {_HEARTBEAT}.",
+                tuple(f"{name} is a TAP device" for name in taps) + tuple(slirp_side),
+                "warning",
+            )
+        )
 
     release = facts.kernel_release
     if "linuxkit" in release.lower():
@@ -857,13 +918,18 @@ def _rule_userspace_stacks(facts: HostFacts) -> list[Hint]:
         description = NETSTACK_PROCESS_NAMES.get(name)
         if description is None:
             continue
+        if name == "slirp4netns":
+            probes = _SLIRP_PROBES
+        elif name in _PASST_FAMILY:
+            probes = _PASTA_PROBES
+        else:
+            probes = "it answers their keepalive probes itself"
         hints.append(
             Hint(
-                f"host.{name.lower().removesuffix('.exe')}",
+                f"host.{name.lower().removesuffix('.exe').removesuffix('.avx2')}",
                 f"{name} runs on this machine",
-                f"{description}. Connections from the VMs or containers it serves end in it, and "
-                "it answers their keepalive probes; this machine's own connections are not "
-                "affected.",
+                f"{description}. Connections from the VMs or containers it serves end in it, "
+                f"and {probes}; this machine's own connections are not affected.",
                 (f"process {name!r} is running",),
                 "info",
             )
@@ -1025,14 +1091,38 @@ def _with_prefix(address: str, netmask: str | None) -> str:
     return f"{address}/{network.prefixlen}"
 
 
+def netstack_process_name(name: str, argv0: str | None = None) -> str | None:
+    """The :data:`NETSTACK_PROCESS_NAMES` key for a process called ``name`` whose command line
+    starts with ``argv0``, or None.
+
+    passt and pasta are one program that re-executes itself as ``passt.avx2`` or
+    ``pasta.avx2``: Debian's pasta runs as ``passt.avx2`` with ``argv[0]`` still ``pasta``.
+    Such a process is reported as ``"pasta"`` when its name or ``argv[0]`` says pasta mode.
+    """
+    if name not in NETSTACK_PROCESS_NAMES:
+        return None
+    if name in _PASST_FAMILY:
+        invoked = os.path.basename(argv0 or "").removesuffix(".avx2")
+        if name.startswith("pasta") or invoked == "pasta":
+            return "pasta"
+    return name
+
+
 def _running_netstack_processes() -> tuple[str, ...]:
     import psutil  # noqa: PLC0415
 
     names: set[str] = set()
     for process in psutil.process_iter(["name"]):
         name = process.info.get("name")
-        if isinstance(name, str) and name in NETSTACK_PROCESS_NAMES:
-            names.add(name)
+        if not isinstance(name, str) or name not in NETSTACK_PROCESS_NAMES:
+            continue
+        argv0: str | None = None
+        if name in _PASST_FAMILY:
+            with contextlib.suppress(psutil.Error, OSError, IndexError):
+                argv0 = process.cmdline()[0]
+        found = netstack_process_name(name, argv0)
+        if found is not None:
+            names.add(found)
     return tuple(sorted(names))
 
 
@@ -1517,16 +1607,14 @@ _INET_DIAG_INFO = 2
 _NLMSG_HEADER = "IHHII"  # len, type, flags, seq, pid
 _INET_DIAG_MSG_SIZE = 72  # 4 bytes + inet_diag_sockid (48) + expires, rqueue, wqueue, uid, inode
 _ALL_TCP_STATES = 0xFFFFFFFF
-# Offsets in struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s: rto, ato, snd_mss,
-# rcv_mss, unacked, sacked, lost, retrans, fackets, last_data_sent (44), last_ack_sent,
-# last_data_recv (52), last_ack_recv (56).
-_TCP_INFO_LAST_DATA_SENT = 44
-_TCP_INFO_LAST_DATA_RECV = 52
-_TCP_INFO_LAST_ACK_RECV = 56
 
 
 def _prefix(byteorder: ByteOrder) -> str:
     return "<" if byteorder == "little" else ">"
+
+
+def _byteorder(prefix: str) -> ByteOrder:
+    return "little" if prefix == "<" else "big"
 
 
 def build_inet_diag_request(
@@ -1591,14 +1679,12 @@ def _parse_inet_diag_msg(body: bytes, order: str) -> KernelSocket:
         local = _format_ipv6(body[8:24])
         remote = _format_ipv6(body[24:40])
         family_name = "ipv6"
-    info = _netlink_attribute(body, _INET_DIAG_MSG_SIZE, _INET_DIAG_INFO, order)
+    raw_info = _netlink_attribute(body, _INET_DIAG_MSG_SIZE, _INET_DIAG_INFO, order)
+    # struct tcp_info, parsed by keepalive._tcp_info (which does so on Linux only).
+    info = None if raw_info is None else _tcp_info.parse(raw_info, _byteorder(order))
     last: list[float | None] = [None, None, None]
-    if info is not None and len(info) >= _TCP_INFO_LAST_ACK_RECV + 4:
-        for index, at in enumerate(
-            (_TCP_INFO_LAST_DATA_SENT, _TCP_INFO_LAST_DATA_RECV, _TCP_INFO_LAST_ACK_RECV)
-        ):
-            (milliseconds,) = struct.unpack_from(order + "I", info, at)
-            last[index] = milliseconds / 1000
+    if info is not None:
+        last = [info.last_data_sent, info.last_data_recv, info.last_ack_recv]
     timer = TCP_TIMERS.get(timer_code, f"unknown({timer_code})")
     return KernelSocket(
         family=family_name,

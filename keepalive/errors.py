@@ -103,7 +103,7 @@ class PeerUnresponsive(KeepaliveError, ConnectionError):
 class ConnectFailed(KeepaliveError, ConnectionError):
     """Every connection attempt failed (or retrying stopped); ``attempts`` holds each cause.
 
-    ``attempts`` is a tuple of :class:`~keepalive.connect.AttemptFailure` (attempt number,
+    ``attempts`` is a tuple of :class:`~keepalive.dial.AttemptFailure` (attempt number,
     address tried, the error); ``reason`` says why retrying stopped: ``"exhausted"``,
     ``"deadline"``, ``"cancelled"`` or ``"no retry"``. ``__cause__`` is the last error.
     """

@@ -55,22 +55,34 @@ PeerDead(reason='no reply to 2 heartbeat pings (timeout 5 s each)', silent_for=2
 
 from __future__ import annotations
 
+import enum
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias, runtime_checkable
+from types import MappingProxyType
+from typing import Final, Protocol, TypeAlias, cast, runtime_checkable
 
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
 
 __all__ = [
+    "TRANSITIONS",
     "Action",
     "Heartbeat",
     "HeartbeatConfig",
+    "HeartbeatState",
+    "PingSource",
     "PeerDead",
     "PongFilter",
     "PongMatcher",
     "SendPing",
     "Wait",
+    "check_ping",
+    "describe_stall",
+    "grid_time",
     "make_pong_matcher",
+    "next_ping",
+    "timer_grid",
 ]
 
 # RFC 6298 section 2: SRTT <- (1 - alpha) * SRTT + alpha * R', alpha = 1/8.
@@ -161,26 +173,73 @@ Action: TypeAlias = SendPing | Wait | PeerDead
 _SEND_PING = SendPing()
 
 
+class HeartbeatState(enum.Enum):
+    """Where a :class:`Heartbeat` stands; :data:`TRANSITIONS` lists every legal move."""
+
+    IDLE = "idle"
+    """Nothing owed: the next ping falls due ``interval`` after the last inbound byte."""
+    PING_DUE = "ping due"
+    """A ping must be written now; :meth:`Heartbeat.poll` keeps answering :class:`SendPing`."""
+    AWAITING_REPLY = "awaiting reply"
+    """A requested ping was written; its ``timeout`` window runs."""
+    DEAD = "dead"
+    """The peer was declared dead (final)."""
+
+
+class _Event(enum.Enum):
+    INBOUND = "inbound bytes"
+    INTERVAL_ELAPSED = "interval elapsed"
+    PING_WRITTEN = "ping written"
+    STALL = "late poll forgiven"
+    MISS = "ping unanswered"
+    LAST_MISS = "last ping unanswered"
+
+
+_IDLE = HeartbeatState.IDLE
+_DUE = HeartbeatState.PING_DUE
+_AWAITING = HeartbeatState.AWAITING_REPLY
+_DEAD = HeartbeatState.DEAD
+
+TRANSITIONS: Final[Mapping[tuple[HeartbeatState, str], HeartbeatState]] = MappingProxyType(
+    {
+        (_IDLE, _Event.INBOUND.value): _IDLE,
+        (_IDLE, _Event.INTERVAL_ELAPSED.value): _DUE,
+        (_DUE, _Event.INBOUND.value): _IDLE,
+        (_DUE, _Event.PING_WRITTEN.value): _AWAITING,
+        (_AWAITING, _Event.INBOUND.value): _IDLE,
+        (_AWAITING, _Event.STALL.value): _AWAITING,
+        (_AWAITING, _Event.MISS.value): _DUE,
+        (_AWAITING, _Event.LAST_MISS.value): _DEAD,
+    }
+)
+"""``(state, event) -> next state``: the heartbeat's whole state machine, in one place.
+
+An event not listed for a state leaves it unchanged (inbound bytes after death, an extra
+ping the heartbeat did not ask for)."""
+
+_NEXT: Final = {(state, _Event(event)): target for (state, event), target in TRANSITIONS.items()}
+
+
 class Heartbeat:
     """The heartbeat of one connection: told what happened, answers what to do next.
 
     ``now`` is the connection's start, which counts as the last sign of life. Every method
-    takes ``now`` in the same monotonic clock; nothing here reads a clock itself.
+    takes ``now`` in the same monotonic clock; nothing here reads a clock itself. Its
+    :attr:`state` is one of :class:`HeartbeatState`, moved only along :data:`TRANSITIONS`.
 
     Drivers:
 
     * call :meth:`poll` at start, whenever :attr:`deadline` is reached, and after events, and
       obey the :data:`Action` it returns;
-    * before polling at a deadline, deliver inbound bytes that are already waiting (process
-      readable sockets before due timers; asyncio does this by itself). A :class:`PeerDead`
-      verdict is final, and bytes that sat unread in the socket while the driver was busy
-      must not let a live peer be declared dead. :attr:`ping_in_flight` tells when a poll
-      can produce a miss, so the check can be limited to those polls;
-    * after :meth:`bytes_received` or :meth:`pong_received`, the deadline usually moves later
-      (a lazy driver may keep its old wake-up and will just get a new :class:`Wait`), but it
-      moves earlier when bytes arrive while a ping is in flight and ``interval`` is shorter
-      than the rest of that ping's ``timeout``. Re-read :attr:`deadline` after events and
-      wake earlier if needed; a driver that does not only sends that ping late.
+    * report what they read with :meth:`received` (bytes and the pongs among them), and, before
+      a poll that may count a miss (:meth:`miss_possible`), how many bytes wait unread in the
+      kernel with :meth:`unread` (only growth counts: see there);
+    * report a ping they cannot write because their own writes stopped moving with
+      :meth:`ping_stuck`;
+    * after an event the deadline usually moves later (a lazy driver may keep its old wake-up
+      and will just get a new :class:`Wait`), but it moves earlier when bytes arrive while a
+      ping is in flight and ``interval`` is shorter than the rest of that ping's ``timeout``.
+      Re-read :attr:`deadline` after events and wake earlier if needed.
 
     Calls after death are harmless: events are ignored and :meth:`poll` returns the same
     :class:`PeerDead` again.
@@ -188,10 +247,10 @@ class Heartbeat:
 
     __slots__ = (
         "_config",
+        "_due_at",
         "_last_received",
         "_misses",
         "_outstanding",
-        "_ping_due_at",
         "_pings_sent",
         "_pongs_received",
         "_rearmed",
@@ -199,6 +258,8 @@ class Heartbeat:
         "_send_times",
         "_srtt",
         "_stalls",
+        "_state",
+        "_unread_seen",
         "_verdict",
         "_window_start",
     )
@@ -207,12 +268,12 @@ class Heartbeat:
         if not isinstance(config, HeartbeatConfig):
             raise InvalidSettingType("config", config, "a HeartbeatConfig")
         self._config = config
+        self._state = _IDLE
         self._last_received = now
-        # Set while a SendPing is pending: the time the ping became due.
-        self._ping_due_at: float | None = None
-        # Set while a requested ping is in flight: when its timeout window began.
-        self._window_start: float | None = None
-        # Whether the in-flight ping's window was already re-armed after a stall.
+        # PING_DUE: when the ping became due. AWAITING_REPLY: when its timeout window began,
+        # and whether that window was already re-armed after a stall.
+        self._due_at = 0.0
+        self._window_start = 0.0
         self._rearmed = False
         self._misses = 0
         self._verdict: PeerDead | None = None
@@ -223,13 +284,59 @@ class Heartbeat:
         # change: usually empty (shared) or one entry, where a deque would cost 600 bytes
         # for each of thousands of heartbeats.
         self._send_times: tuple[float, ...] = ()
+        # Unread inbound bytes already counted as life (see unread()).
+        self._unread_seen = 0
         self._pings_sent = 0
         self._pongs_received = 0
         self._stalls = 0
         self._rtt: float | None = None
         self._srtt: float | None = None
 
+    def _move(self, event: _Event) -> None:
+        self._state = _NEXT.get((self._state, event), self._state)
+
     # ----------------------------------------------------------------- events
+
+    def received(self, now: float, nbytes: int, pongs: int | None = 0) -> None:
+        """The driver read ``nbytes`` inbound bytes (pongs included) at ``now``.
+
+        ``pongs``: how many whole pongs its matcher removed from them, or ``None`` when the
+        driver filters no pongs (``pong=None``): then the first bytes after a ping count as
+        that ping's reply (an RTT sample that is exact for a peer that was otherwise silent,
+        as it is whenever a ping is sent). Bytes read also leave the kernel's unread count
+        (see :meth:`unread`).
+        """
+        seen = self._unread_seen
+        if seen:
+            self._unread_seen = seen - nbytes if seen > nbytes else 0
+        if pongs is None:
+            pongs = 1 if self._outstanding else 0
+        if not pongs:
+            self.bytes_received(now)
+            return
+        while pongs:
+            self.pong_received(now)
+            pongs -= 1
+
+    def unread(self, now: float, count: int, capacity: int = 0) -> bool:
+        """``count`` inbound bytes wait unread in the kernel (``FIONREAD``); True if that is life.
+
+        Only *new* bytes are life: bytes count once, when they first appear (the count grew
+        since the last look, reads taken off as :meth:`received` reports them). Unread bytes
+        that merely stay there prove nothing more: a write-only application that never reads
+        still gets its verdict within the bound once the peer is gone.
+
+        One exception, given the socket's receive buffer size as ``capacity`` (``SO_RCVBUF``):
+        unread bytes filling at least half of it mean the application is behind and the peer
+        may be unable to send anything at all, so the silence is ours, not the peer's: that
+        counts as life until the application reads again.
+        """
+        if count > self._unread_seen or (capacity > 0 and 2 * count >= capacity):
+            self._unread_seen = count
+            self.bytes_received(now)
+            return True
+        self._unread_seen = count
+        return False
 
     def bytes_received(self, now: float) -> None:
         """Any inbound byte arrived (pongs included): the peer is alive.
@@ -237,12 +344,10 @@ class Heartbeat:
         Clears the consecutive misses, cancels a pending or in-flight ping's timeout and
         restarts the idle timer at ``now``.
         """
-        if self._verdict is not None:
+        if self._state is _DEAD:
             return
         self._last_received = max(self._last_received, now)
-        self._ping_due_at = None
-        self._window_start = None
-        self._rearmed = False
+        self._state = _IDLE  # TRANSITIONS: every live state goes idle on inbound bytes
         self._misses = 0
 
     def pong_received(self, now: float) -> None:
@@ -252,13 +357,11 @@ class Heartbeat:
         :attr:`rtt` becomes ``now`` minus that ping's send time. A pong with no ping
         outstanding still counts as life.
         """
-        if self._verdict is not None:
+        if self._state is _DEAD:
             return
         # bytes_received, inlined: this runs for every pong of every connection.
         self._last_received = max(self._last_received, now)
-        self._ping_due_at = None
-        self._window_start = None
-        self._rearmed = False
+        self._state = _IDLE
         self._misses = 0
         self._pongs_received += 1
         outstanding = self._outstanding
@@ -270,7 +373,8 @@ class Heartbeat:
         self._outstanding = outstanding - 1
         if measurable:
             self._send_times = send_times[1:]
-            sample = max(0.0, now - send_times[0])
+            sample = now - send_times[0]
+            sample = max(sample, 0.0)
             self._rtt = sample
             srtt = self._srtt
             self._srtt = sample if srtt is None else srtt + _SRTT_ALPHA * (sample - srtt)
@@ -282,18 +386,46 @@ class Heartbeat:
         machine did not ask for is counted (for :attr:`outstanding` and RTT) but starts no
         window, so extra pings can never make the verdict come sooner.
         """
-        if self._verdict is not None:
+        if self._state is _DEAD:
             return
         self._pings_sent += 1
         self._outstanding += 1
         send_times = (*self._send_times, now)
         self._send_times = send_times[1:] if len(send_times) > _MAX_TRACKED_PINGS else send_times
-        if self._ping_due_at is not None:
-            self._ping_due_at = None
+        if self._state is _DUE:
+            self._move(_Event.PING_WRITTEN)
             self._window_start = now
             self._rearmed = False
 
+    def ping_stuck(self, now: float, stuck_since: float) -> float | None:
+        """The requested ping cannot be written: our own writes stopped moving at ``stuck_since``.
+
+        A writer blocked behind a frozen peer must still get its verdict within the bound, and
+        a merely slow one must not be punished. So once our writes have not moved for
+        ``timeout`` (counted from when they stopped, or from when the ping fell due if that
+        is later) the ping counts as sent at that moment, its window already over, and
+        ``None`` is returned (poll now: a miss is due). Until then the answer is the time at
+        which it will count; the driver keeps trying to write meanwhile. Only meaningful
+        while :attr:`state` is ``PING_DUE``; otherwise ``None``.
+        """
+        if self._state is not _DUE:
+            return None
+        start = stuck_since if stuck_since > self._due_at else self._due_at
+        counts_at = start + self._config.timeout
+        if now < counts_at:
+            return counts_at
+        self.ping_sent(start)
+        return None
+
     # ------------------------------------------------------------------ poll
+
+    def miss_possible(self, now: float) -> bool:
+        """Whether :meth:`poll` at ``now`` could count a miss: check :meth:`unread` first.
+
+        A verdict is final, and bytes that reached the kernel while the driver was busy must
+        not let a live peer be declared dead.
+        """
+        return self._state is _AWAITING and now >= self._window_start + self._config.timeout
 
     def poll(self, now: float) -> Action:
         """Decide what to do at ``now``: :class:`SendPing`, :class:`Wait` or :class:`PeerDead`.
@@ -304,40 +436,43 @@ class Heartbeat:
         past that deadline, the driver's thread or event loop (or the whole VM) was blocked,
         and the silence may be its own fault: the peer got no fair chance to answer. Instead
         of counting a miss, the ping's window restarts at ``now`` (as if the ping were sent
-        now) and ``Wait(now + timeout)`` is returned; :attr:`stalls` counts these. A poll
-        late by at most ``timeout`` counts the miss as usual.
+        now) and ``Wait(now + timeout)`` is returned; :attr:`stalls` counts these (log them
+        with :func:`describe_stall`). A poll late by at most ``timeout`` counts the miss.
 
         The re-arm is granted once per ping: if the driver is late by more than ``timeout``
         again for the same ping, the miss counts. A driver that is always that late (an
-        overloaded loop) would otherwise never reach a verdict; and a driver that delivers
-        waiting inbound bytes before polling has already handed over any pong that arrived
-        meanwhile, so the peer has had its fair chance.
+        overloaded loop) would otherwise never reach a verdict; and a driver that reports
+        unread bytes before polling has already handed over any pong that arrived meanwhile,
+        so the peer has had its fair chance.
         """
-        if self._verdict is not None:
-            return self._verdict
-        if self._ping_due_at is not None:
-            return _SEND_PING
-        config = self._config
-        window_start = self._window_start
-        if window_start is None:
-            due = self._last_received + config.interval
+        state = self._state
+        if state is _IDLE:
+            due = self._last_received + self._config.interval
             if now < due:
                 return Wait(due)
-            self._ping_due_at = due
+            self._move(_Event.INTERVAL_ELAPSED)
+            self._due_at = due
             return _SEND_PING
-        expiry = window_start + config.timeout
+        if state is _DUE:
+            return _SEND_PING
+        if state is _DEAD:
+            assert self._verdict is not None
+            return self._verdict
+        config = self._config
+        expiry = self._window_start + config.timeout
         if now < expiry:
             return Wait(expiry)
         # Late by more than timeout (added, not subtracted: a poll at exactly expiry +
         # timeout, computed the same way, must not count as a stall by a rounding error).
         if now > expiry + config.timeout and not self._rearmed:
+            self._move(_Event.STALL)
             self._stalls += 1
             self._rearmed = True
             self._window_start = now
             return Wait(now + config.timeout)
-        self._window_start = None
         self._misses += 1
         if self._misses >= config.misses:
+            self._move(_Event.LAST_MISS)
             count = self._misses
             plural = "s" if count > 1 else ""
             self._verdict = PeerDead(
@@ -348,10 +483,16 @@ class Heartbeat:
                 silent_for=now - self._last_received,
             )
             return self._verdict
-        self._ping_due_at = now
+        self._move(_Event.MISS)
+        self._due_at = now
         return _SEND_PING
 
     # ------------------------------------------------------------- read-outs
+
+    @property
+    def state(self) -> HeartbeatState:
+        """Where the heartbeat stands (see :class:`HeartbeatState`)."""
+        return self._state
 
     @property
     def config(self) -> HeartbeatConfig:
@@ -364,18 +505,19 @@ class Heartbeat:
 
         At or before ``now`` while a :class:`SendPing` is pending.
         """
-        if self._verdict is not None:
-            return None
-        if self._ping_due_at is not None:
-            return self._ping_due_at
-        if self._window_start is not None:
+        state = self._state
+        if state is _IDLE:
+            return self._last_received + self._config.interval
+        if state is _AWAITING:
             return self._window_start + self._config.timeout
-        return self._last_received + self._config.interval
+        if state is _DUE:
+            return self._due_at
+        return None
 
     @property
     def dead(self) -> bool:
         """Whether :meth:`poll` has declared the peer dead."""
-        return self._verdict is not None
+        return self._state is _DEAD
 
     @property
     def verdict(self) -> PeerDead | None:
@@ -383,13 +525,18 @@ class Heartbeat:
         return self._verdict
 
     @property
+    def ping_due(self) -> bool:
+        """A ping was asked for (:class:`SendPing`) and not written yet."""
+        return self._state is _DUE
+
+    @property
     def ping_in_flight(self) -> bool:
         """A requested ping was sent and nothing arrived since: a poll may count a miss."""
-        return self._window_start is not None and self._verdict is None
+        return self._state is _AWAITING
 
     @property
     def outstanding(self) -> int:
-        """Pings sent whose pong has not arrived yet; pass it to :meth:`PongMatcher.feed`."""
+        """Pings sent whose pong has not arrived yet; pass it to a pong matcher's ``feed``."""
         return self._outstanding
 
     @property
@@ -428,19 +575,82 @@ class Heartbeat:
         return self._srtt
 
     def __repr__(self) -> str:
-        state = (
-            "dead"
-            if self._verdict is not None
-            else "ping due"
-            if self._ping_due_at is not None
-            else "awaiting reply"
-            if self._window_start is not None
-            else "idle"
-        )
         return (
-            f"<Heartbeat {state} deadline={self.deadline!r} misses={self._misses} "
+            f"<Heartbeat {self._state.value} deadline={self.deadline!r} misses={self._misses} "
             f"outstanding={self._outstanding} rtt={self._rtt!r}>"
         )
+
+
+def describe_stall(late_by: float, config: HeartbeatConfig) -> str:
+    """The words a driver logs when :meth:`Heartbeat.poll` forgave a late poll (a stall)."""
+    return (
+        f"the heartbeat ran {late_by:.3f} s late (a blocked thread, event loop or VM); "
+        f"the peer gets {config.timeout:g} s more instead of a miss"
+    )
+
+
+# ---------------------------------------------------------------- driver helpers
+
+
+def timer_grid(config: HeartbeatConfig) -> float:
+    """The grid a driver rounds this heartbeat's wake-ups up to, so that connections due at
+    nearly the same time share one wake-up: a power of two (grids of different
+    configurations nest, keys are exact) at most ``min(interval, timeout) / 64``, between
+    about 1 µs and 1/4 s. Rounding up never makes a verdict early; the delay it adds stays
+    far below the ``timeout`` that the stall rule uses."""
+    grid = _GRIDS.get(config)
+    if grid is None:
+        span = min(config.interval, config.timeout) / _GRID_DIVISOR
+        grid = min(_GRID_MAX, max(_GRID_MIN, 2.0 ** math.floor(math.log2(span))))
+        if len(_GRIDS) < 256:
+            _GRIDS[config] = grid
+    return grid
+
+
+def grid_time(when: float, grid: float) -> float:
+    """The end of the grid cell holding ``when``: the earliest grid point not before it."""
+    return math.ceil(when / grid) * grid
+
+
+_GRID_DIVISOR: Final = 64
+_GRID_MIN: Final = 2.0**-20
+_GRID_MAX: Final = 0.25
+_GRIDS: dict[HeartbeatConfig, float] = {}
+
+PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
+"""A ping: fixed bytes, or a callable returning the bytes of the next ping (framed protocols,
+pings that carry a token the pong must echo)."""
+
+_PING_ALLOWED: Final = "non-empty bytes, or a callable returning non-empty bytes"
+
+
+def check_ping(ping: object) -> bytes | Callable[[], object]:
+    """A driver's ``ping`` argument as immutable bytes, or the callable making each ping."""
+    if isinstance(ping, (bytes, bytearray, memoryview)):
+        payload = bytes(ping)
+        if not payload:
+            raise InvalidSetting("ping", ping, _PING_ALLOWED)
+        return payload
+    if isinstance(ping, str):
+        raise InvalidSettingType(
+            "ping", ping, _PING_ALLOWED, hint="encode text first, e.g. b'PING\\n'"
+        )
+    if not callable(ping):
+        raise InvalidSettingType("ping", ping, _PING_ALLOWED)
+    return cast("Callable[[], object]", ping)
+
+
+def next_ping(ping: bytes | Callable[[], object]) -> bytes:
+    """The bytes of the next ping (a callable's result is checked: non-empty bytes)."""
+    if type(ping) is bytes:
+        return ping
+    value = cast("Callable[[], object]", ping)()
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise InvalidSettingType("ping()", value, "non-empty bytes")
+    payload = bytes(value)
+    if not payload:
+        raise InvalidSetting("ping()", value, "non-empty bytes")
+    return payload
 
 
 # ---------------------------------------------------------------- pong filtering

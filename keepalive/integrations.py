@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
+from keepalive._validate import flag
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, UnsupportedOption
 from keepalive.platforms import SETTINGS, Platform, Setting, current
@@ -61,6 +62,19 @@ def _config(cfg: object) -> KeepaliveConfig:
     if not isinstance(cfg, KeepaliveConfig):
         raise InvalidSettingType("cfg", cfg, "a keepalive.KeepaliveConfig or None (the defaults)")
     return cfg
+
+
+def _platform(platform: object) -> Platform:
+    if platform is None:
+        return current()
+    if not isinstance(platform, Platform):
+        raise InvalidSettingType("platform", platform, "a keepalive.Platform or None")
+    return platform
+
+
+def _checked(cfg: object, strict: object) -> tuple[KeepaliveConfig, bool]:
+    """The config and the strict flag, refused with a named error before anything else."""
+    return _config(cfg), flag("strict", strict)
 
 
 def _missing(package: str, helper: str, requirement: str = "") -> ImportError:
@@ -104,11 +118,13 @@ def urllib3_socket_options(
     :class:`~keepalive.UnsupportedOption`: configure the socket with
     :func:`keepalive.configure` instead.
     """
+    config, strict = _checked(cfg, strict)
+    target = _platform(platform)
     try:
         from urllib3.connection import HTTPConnection  # noqa: PLC0415
     except ImportError as exc:
         raise _missing("urllib3", "urllib3_socket_options") from exc
-    ours = socket_options(_config(cfg), strict=strict, platform=platform)
+    ours = socket_options(config, strict=strict, platform=target)
     ours_keys = {(level, optname) for level, optname, _value in ours}
     defaults = [
         option
@@ -176,6 +192,7 @@ def keepalive_adapter(
     Connections through a proxy (``proxies=``) get the same options. Raises like
     :func:`urllib3_socket_options`.
     """
+    _checked(cfg, strict)
     try:
         # The class's own __init__ takes socket_options first; mypy sees HTTPAdapter's.
         make = cast("Callable[..., HTTPAdapter]", _adapter_class())
@@ -194,7 +211,7 @@ def _merge_extra(
     as the config would silently override it (or be overridden), so that is refused."""
     if extra is None:
         return list(ours)
-    extra_list = [tuple(option) for option in extra]
+    extra_list = _extra_options(extra)
     ours_keys = {(level, optname) for level, optname, _value in ours}
     clashes = [option for option in extra_list if (option[0], option[1]) in ours_keys]
     if clashes:
@@ -206,12 +223,41 @@ def _merge_extra(
     return [*extra_list, *ours]
 
 
+def _extra_options(extra: object) -> list[tuple[Any, ...]]:
+    """``socket_options`` as httpcore takes them: ``(level, option, int | bytes)`` or
+    ``(level, option, None, length)``, in a list, tuple or other iterable (not a string)."""
+    allowed = (
+        "an iterable of (level: int, option: int, value: int | bytes) or "
+        "(level, option, None, length: int) tuples"
+    )
+    if isinstance(extra, (str, bytes, bytearray, dict)) or not isinstance(extra, Iterable):
+        raise InvalidSettingType("socket_options", extra, allowed)
+    options: list[tuple[Any, ...]] = []
+    for item in extra:
+        if not isinstance(item, (tuple, list)):
+            raise InvalidSettingType("socket_options", item, allowed)
+        option = tuple(item)
+        ints = [part for part in option[:2] if isinstance(part, int) and not isinstance(part, bool)]
+        if len(option) == 3:
+            value_ok = isinstance(option[2], (int, bytes, bytearray))
+        elif len(option) == 4:
+            value_ok = option[2] is None and isinstance(option[3], int)
+            value_ok = value_ok and not isinstance(option[3], bool)
+        else:
+            value_ok = False
+        if len(ints) != 2 or not value_ok:
+            raise InvalidSettingType("socket_options", item, allowed)
+        options.append(option)
+    return options
+
+
 def _httpx_socket_options(
     httpx: Any, cfg: KeepaliveConfig | None, strict: bool, helper: str, extra: Any
 ) -> list[tuple[int, int, Any]]:
     if not _accepts(httpx.HTTPTransport, "socket_options"):
         raise _too_old("httpx", httpx.__version__, helper, "httpx>=0.25", "socket_options")
-    return _merge_extra(socket_options(_config(cfg), strict=strict), extra)
+    config, strict_flag = _checked(cfg, strict)
+    return _merge_extra(socket_options(config, strict=strict_flag), extra)
 
 
 def _proxied_connections_get(transport: Any, options: list[tuple[int, int, Any]]) -> bool:
@@ -304,8 +350,10 @@ class KeepaliveSocketFactory:
     __slots__ = ("cfg", "strict")
 
     def __init__(self, cfg: KeepaliveConfig, strict: bool) -> None:
+        if not isinstance(cfg, KeepaliveConfig):
+            raise InvalidSettingType("cfg", cfg, "a keepalive.KeepaliveConfig")
         self.cfg = cfg
-        self.strict = strict
+        self.strict = flag("strict", strict)
 
     def __call__(self, addr_info: tuple[Any, ...]) -> socket.socket:
         family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
@@ -341,8 +389,8 @@ def aiohttp_socket_factory(
     inside the event loop on the first request. Each socket is configured with
     :func:`keepalive.configure` (Windows' ioctl included) before it connects.
     """
+    config, strict = _checked(cfg, strict)
     _require_aiohttp("aiohttp_socket_factory")
-    config = _config(cfg)
     current().plan(config, strict=strict)  # raises InvalidSetting / UnsupportedOption now
     return KeepaliveSocketFactory(config, strict)
 
@@ -385,9 +433,10 @@ def redis_kwargs(
     own defaults (redis-py 8 turns keepalive on with idle 30 s, interval 5 s, 3 probes).
     Raises like :func:`urllib3_socket_options`.
     """
-    target = current() if platform is None else platform
+    config, strict = _checked(cfg, strict)
+    target = _platform(platform)
     options: dict[int, int] = {}
-    for level, optname, value in socket_options(_config(cfg), strict=strict, platform=target):
+    for level, optname, value in socket_options(config, strict=strict, platform=target):
         if (level, optname) == (target.sol_socket, target.so_keepalive):
             continue  # socket_keepalive=True sets it
         if level != target.ipproto_tcp:  # no platform plans one today; redis-py could not set it
@@ -464,8 +513,8 @@ def libpq_params(
     system default applies). Everywhere, ``keepalive.configure(conn.pgconn.socket, cfg)`` after
     connecting applies the config exactly.
     """
-    config = _config(cfg)
-    target = current() if platform is None else platform
+    config, strict = _checked(cfg, strict)
+    target = _platform(platform)
     plan = target.plan(config, strict=strict)  # ranges checked as configure() checks them
     params = {"keepalives": 1}
     for setting in SETTINGS:

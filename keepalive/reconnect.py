@@ -87,7 +87,10 @@ RetryOn: TypeAlias = tuple[type[BaseException], ...] | Callable[[BaseException],
 def _finite_real(field: str, value: object, allowed: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise InvalidSettingType(field, value, allowed)
-    number = float(value)
+    try:
+        number = float(value)
+    except (OverflowError, ValueError) as exc:  # an int or Fraction beyond float range
+        raise InvalidSetting(field, value, allowed) from exc
     if not math.isfinite(number):
         raise InvalidSetting(field, value, allowed)
     return number
@@ -536,7 +539,10 @@ class Backoff:
         allowed = "a Jitter whose apply() returns a number of seconds"
         if isinstance(delay, bool) or not isinstance(delay, Real):
             raise InvalidSettingType("jitter", self.jitter, allowed, hint=f"got {delay!r}")
-        value = float(delay)
+        try:
+            value = float(delay)
+        except (OverflowError, ValueError):  # an int beyond float range: longer than any cap
+            value = 0.0 if delay < 0 else math.inf
         if math.isnan(value):
             raise InvalidSetting("jitter", self.jitter, allowed, hint="got nan")
         return min(max(value, 0.0), self.max_delay)

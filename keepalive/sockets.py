@@ -345,6 +345,7 @@ def _apply(sock: SocketLike, plan: Plan, kind: tuple[int, int]) -> None:
         _apply_fast(sock, plan)
         return
     previous: list[tuple[SetOption, int | None]] = []
+    ioctl_done = False  # an ioctl can be neither read back nor undone
     for operation in plan.operations:
         try:
             if isinstance(operation, SetOption):
@@ -353,8 +354,9 @@ def _apply(sock: SocketLike, plan: Plan, kind: tuple[int, int]) -> None:
                 previous.append((operation, before))
             else:
                 _ioctl(sock, operation)
+                ioctl_done = True
         except OSError as exc:
-            restored = _restore(sock, previous)
+            restored = _restore(sock, previous) and not ioctl_done
             raise SocketOptionError(operation.name, exc, restored=restored) from exc
     if len(_PROVEN) >= _PROVEN_LIMIT:
         _PROVEN.clear()

@@ -23,7 +23,7 @@ import errno
 import random
 from dataclasses import dataclass
 
-from keepalive._validate import positive_seconds
+from keepalive._validate import check_address, positive_seconds
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.heartbeat import PongMatcher, make_pong_matcher
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
@@ -247,18 +247,8 @@ class SupervisorCore:
 
 # -- argument checks shared by both supervisors -----------------------------------------
 
-
-def check_address(address: object) -> tuple[str, int]:
-    """A ``(host, port)`` tuple with a real port, or InvalidSetting naming ``address``."""
-    allowed = "a (host: str, port: int 1..65535) tuple"
-    if not (isinstance(address, tuple) and len(address) == 2):
-        raise InvalidSettingType("address", address, allowed)
-    host, port = address
-    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidSettingType("address", address, allowed)
-    if not 1 <= port <= 65535:
-        raise InvalidSetting("address", address, allowed)
-    return host, port
+# check_address (from keepalive._validate) is the library's one address check, shared with
+# keepalive.dial.connect() and keepalive.testing: the same types and port range everywhere.
 
 
 def check_callable(field: str, value: object, shape: str) -> None:

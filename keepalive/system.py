@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from keepalive.errors import InvalidSettingType
 from keepalive.platforms import DefaultSource, Platform, current
 
 __all__ = ["SystemDefaults", "system_defaults"]
@@ -37,6 +38,8 @@ class SystemDefaults:
 
 def system_defaults(*, platform: Platform | None = None) -> SystemDefaults:
     """The running system's keepalive defaults (``platform`` only picks which sources to read)."""
+    if platform is not None and not isinstance(platform, Platform):
+        raise InvalidSettingType("platform", platform, "a keepalive.Platform or None")
     target = current() if platform is None else platform
     values: dict[str, float | None] = {}
     source: dict[str, str] = {}

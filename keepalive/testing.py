@@ -36,7 +36,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from typing_extensions import Self
 
-from keepalive._validate import positive_seconds
+from keepalive._validate import check_address, positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType
 
 __all__ = ["BUFFER_LIMIT", "EchoServer", "FaultProxy", "ProxyMode"]
@@ -58,19 +58,6 @@ _Handler = Callable[[int], None]
 
 # ---------------------------------------------------------------------------------------------
 # Socket helpers
-
-
-def _check_address(field: str, value: object, *, allow_port_zero: bool) -> _Address:
-    lowest = 0 if allow_port_zero else 1
-    allowed = f"a (host, port) tuple with a str host and an int port {lowest}..65535"
-    if not (isinstance(value, tuple) and len(value) == 2):
-        raise InvalidSettingType(field, value, allowed)
-    host, port = value
-    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidSettingType(field, value, allowed)
-    if not lowest <= port <= 65535:
-        raise InvalidSetting(field, value, allowed)
-    return host, port
 
 
 def _resolve(address: _Address) -> tuple[socket.AddressFamily, tuple[object, ...]]:
@@ -308,8 +295,16 @@ class _SelectorService:
         try:
             while not self._stopping:
                 for key, mask in self._selector.select(self._timeout()):
-                    handler: _Handler = key.data
-                    handler(mask)
+                    # An earlier handler of this round (or a command such as reset(), run by
+                    # the wake-up handler) may have unregistered and closed this socket: its
+                    # event is stale, and its fd closed (EBADF) or reused. Deliver only what
+                    # is still watched; the wake-up socket is registered outside _masks.
+                    ready = mask
+                    if key.fileobj is not self._wake_reader:
+                        ready &= self._masks.get(key.fileobj, 0)  # type: ignore[call-overload]
+                    if ready:
+                        handler: _Handler = key.data
+                        handler(ready)
                 self._tick()
         except BaseException as exc:
             self._failure = exc
@@ -421,8 +416,8 @@ class FaultProxy(_SelectorService):
 
     def __init__(self, upstream: tuple[str, int], *, listen: tuple[str, int] = ("127.0.0.1", 0)):
         super().__init__()
-        self._upstream = _check_address("upstream", upstream, allow_port_zero=False)
-        self._listen_at = _check_address("listen", listen, allow_port_zero=True)
+        self._upstream = check_address(upstream, field="upstream")
+        self._listen_at = check_address(listen, field="listen", allow_port_zero=True)
         self._listener: socket.socket | None = None
         self._address: _Address | None = None
         self._upstream_family = socket.AF_INET
@@ -662,6 +657,8 @@ class FaultProxy(_SelectorService):
 
     def _handler(self, flow: _Flow, side: _Side) -> _Handler:
         def handle(mask: int) -> None:
+            if self._flows.get(side) is not flow:  # closed meanwhile: a stale event
+                return
             if flow.connecting:
                 self._on_connected(flow)
                 return
@@ -1026,6 +1023,8 @@ class EchoServer(_SelectorService):
 
     def _handler(self, connection: _EchoConnection) -> _Handler:
         def handle(mask: int) -> None:
+            if self._connections.get(connection.sock) is not connection:  # dropped: stale
+                return
             if mask & selectors.EVENT_WRITE:
                 self._flush(connection)
             if mask & selectors.EVENT_READ and connection.sock in self._connections:

@@ -46,7 +46,9 @@ time.
 - **unit**: what the kernel stores. Values are rounded up to it, never down to 0, and the
   result says so (`approximated`).
 - **range**: what the kernel accepts, in seconds (probes for `count`). A value outside it
-  raises `InvalidSetting` before any option is set, with or without `strict`.
+  raises `InvalidSetting` before any option is set, with or without `strict` (one exception:
+  Solaris before 11.4 with `strict=False` reports an interval x count beyond its 8-minute
+  abort threshold as not honoured instead; see its notes).
 - **read back**: whether `keepalive.inspect()` reads the value from the socket; where it
   cannot, it reports the system default and says so.
 - **since**: the first OS release with the option, then which Python exports the constant

@@ -59,7 +59,8 @@ __all__ = [
     "variant",
 ]
 
-# A Python built against a pre-10.8 macOS SDK: xnu bsd/netinet/tcp.h had TCP_KEEPALIVE only.
+# A Python built against a pre-10.9 macOS SDK: xnu bsd/netinet/tcp.h had TCP_KEEPALIVE only
+# (TCP_KEEPINTVL and TCP_KEEPCNT arrived in xnu-2422, OS X 10.9).
 DARWIN_PY_OLD_SDK = SimpleNamespace(SOL_SOCKET=0xFFFF, SO_KEEPALIVE=0x8, IPPROTO_TCP=6)
 
 

@@ -40,7 +40,7 @@ import keepalive
 from keepalive import aio
 from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 from keepalive.config import KeepaliveConfig
-from keepalive.connect import AttemptFailure
+from keepalive.dial import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig, PongFilter
 from keepalive.pytest_plugin import FaultProxyFactory, echo_server, fault_proxy  # noqa: F401

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import keepalive
-from keepalive.connect import AttemptFailure, connect, connect_async
+from keepalive.dial import AttemptFailure, connect, connect_async
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
 from keepalive.reconnect import Backoff
 

@@ -161,6 +161,67 @@ def test_recorded_tcp_info_gives_idle_and_a_lower_bound_on_age() -> None:
             assert (report.min_age_seconds, report.idle_seconds) == (None, None), key
 
 
+# --- tcp_info: one Linux definition, parsed on Linux only ------------------------------------
+
+
+class _TcpInfoSocket:
+    """Answers SO_ERROR with 0 and TCP_INFO with a Linux-shaped blob; records each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, int]] = []
+
+    def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
+        self.requests.append((level, optname))
+        if optname == getattr(socket, "TCP_INFO", -1) and level == socket.IPPROTO_TCP:
+            blob = bytearray(104)
+            blob[0], blob[3] = 1, 2  # ESTABLISHED, 2 probes out
+            blob[56:60] = (1500).to_bytes(4, sys.byteorder)  # last ACK 1.5 s ago
+            return bytes(blob)
+        return 0
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs socket.TCP_INFO")
+def test_demo_reads_tcp_info_on_linux_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keepalive import demo
+
+    sock = _TcpInfoSocket()
+    monkeypatch.setattr(sys, "platform", "linux")
+    view = demo.kernel_view(sock)  # type: ignore[arg-type]
+    assert (view.established, view.unanswered_probes, view.last_ack_age) == (True, 2, 1.5)
+    # FreeBSD and macOS have socket.TCP_INFO too, with another struct layout.
+    for other in ("freebsd14", "darwin", "netbsd10"):
+        monkeypatch.setattr(sys, "platform", other)
+        sock = _TcpInfoSocket()
+        view = demo.kernel_view(sock)  # type: ignore[arg-type]
+        assert (view.established, view.unanswered_probes, view.last_ack_age) == (None, None, None)
+        assert sock.requests == [(socket.SOL_SOCKET, socket.SO_ERROR)], other
+
+
+@little_endian_samples
+def test_audit_parses_tcp_info_on_linux_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    established = [s for s in _recorded_diag().values() if s.state == "ESTABLISHED"]
+    assert established
+    assert all(s.last_ack_received is not None for s in established)
+    monkeypatch.setattr(sys, "platform", "freebsd14")
+    elsewhere = [s for s in _recorded_diag().values() if s.state == "ESTABLISHED"]
+    assert [(s.last_data_sent, s.last_data_received, s.last_ack_received) for s in elsewhere] == [
+        (None, None, None)
+    ] * len(elsewhere)
+
+
+def test_tcp_info_layout_is_defined_once() -> None:
+    from keepalive import _tcp_info, demo
+
+    assert _tcp_info.applies("linux")
+    assert _tcp_info.applies("android")
+    assert not _tcp_info.applies("freebsd14")
+    assert not _tcp_info.applies("darwin")
+    for module in (demo, diag):
+        assert not [name for name in vars(module) if name.startswith("_TCP_INFO")], module
+        assert 'unpack_from("I"' not in Path(module.__file__ or "").read_text()
+
+
 # --- hand-written edge cases ------------------------------------------------------------------
 
 
@@ -675,6 +736,149 @@ def test_host_running_userspace_network_processes() -> None:
     assert set(hints) == {"host.pasta", "host.slirp4netns"}
     assert all(h.severity == "info" for h in hints.values())
     assert "this machine's own connections are not affected" in hints["host.pasta"].meaning
+
+
+# --- pasta (passt) and slirp4netns: what each really does with keepalive probes -------------
+# Measured: through Debian's pasta (passt 0.0~git20230309) kernel keepalive idle 1, interval 1,
+# count 2 ended a healthy idle connection after 3.1 s (probes unanswered); slirp4netns 1.2.0
+# answered every probe. Debian's pasta re-executes itself as passt.avx2.
+
+PASTA_UNANSWERED = "does not answer keepalive probes"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("pasta", "host.pasta"),
+        ("pasta.avx2", "host.pasta"),
+        ("passt", "host.passt"),
+        ("passt.avx2", "host.passt"),
+    ],
+)
+def test_every_name_pasta_runs_under_is_recognised(name: str, kind: str) -> None:
+    hints = _kinds(HostFacts(interfaces=(LO,), processes=(name,)))
+    assert set(hints) == {kind}
+    hint = hints[kind]
+    assert hint.evidence == (f"process {name!r} is running",)
+    assert PASTA_UNANSWERED in hint.meaning
+    assert "0.0~git20230309" in hint.meaning
+    assert "ends healthy connections" in hint.meaning
+    assert "heartbeat" in hint.meaning
+    assert "answers their keepalive probes" not in hint.meaning
+
+
+def test_slirp4netns_host_hint_says_it_answers_every_probe() -> None:
+    meaning = _kinds(HostFacts(processes=("slirp4netns",)))["host.slirp4netns"].meaning
+    assert "answers every keepalive probe" in meaning
+    assert "1.2.0" in meaning
+    assert PASTA_UNANSWERED not in meaning
+
+
+@pytest.mark.parametrize(
+    ("name", "argv0", "expected"),
+    [
+        ("passt.avx2", "pasta", "pasta"),  # Debian's pasta: re-executed as passt.avx2
+        ("passt.avx2", "/usr/bin/pasta", "pasta"),
+        ("passt.avx2", "/usr/bin/passt", "passt.avx2"),  # QEMU's passt
+        ("passt.avx2", None, "passt.avx2"),  # command line unreadable
+        ("pasta.avx2", "pasta", "pasta"),  # newer passt: argv[0] stripped of .avx2
+        ("pasta.avx2", None, "pasta"),
+        ("passt", "pasta.avx2", "pasta"),
+        ("pasta", None, "pasta"),
+        ("slirp4netns", "slirp4netns", "slirp4netns"),
+        ("bash", "pasta", None),
+    ],
+)
+def test_netstack_process_name_sees_pasta_behind_its_avx2_name(
+    name: str, argv0: str | None, expected: str | None
+) -> None:
+    assert diag.netstack_process_name(name, argv0) == expected
+
+
+class _FakeProcess:
+    def __init__(self, name: str, cmdline: list[str] | None) -> None:
+        self.info = {"name": name}
+        self._cmdline = cmdline
+
+    def cmdline(self) -> list[str]:
+        if self._cmdline is None:
+            import psutil
+
+            raise psutil.AccessDenied(pid=1)
+        return self._cmdline
+
+
+def test_running_processes_report_debians_pasta_as_pasta(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    processes = [
+        _FakeProcess("bash", ["bash"]),
+        _FakeProcess("passt.avx2", ["pasta", "--config-net", "--dns-forward", "169.254.1.1"]),
+        _FakeProcess("passt.avx2", ["/usr/bin/passt", "--vhost-user"]),
+        _FakeProcess("pasta.avx2", None),
+        _FakeProcess("slirp4netns", ["slirp4netns", "--configure"]),
+    ]
+
+    def process_iter(attrs: list[str]) -> Iterator[_FakeProcess]:
+        assert "name" in attrs
+        return iter(processes)
+
+    monkeypatch.setattr(psutil, "process_iter", process_iter)
+    found = diag._running_netstack_processes()
+    assert found == ("passt.avx2", "pasta", "slirp4netns")
+    hints = _kinds(HostFacts(processes=found))
+    assert set(hints) == {"host.pasta", "host.passt", "host.slirp4netns"}
+
+
+def test_pasta_container_recognised_by_its_dns_forwarder_and_tap() -> None:
+    facts = HostFacts(
+        interfaces=(LO, _iface("eth0", "4e:1f:77:00:00:01", "192.168.1.20/24", is_tap=True)),
+        default_gateways=("192.168.1.1",),  # pasta copies the host's routes: no sign there
+        nameservers=("169.254.1.1",),
+        marker_files=("/run/.containerenv",),
+    )
+    hints = _kinds(facts)
+    assert set(hints) == {"netstack.pasta", "container.podman"}
+    pasta = hints["netstack.pasta"]
+    assert pasta.severity == "warning"
+    assert pasta.evidence == (
+        "nameserver 169.254.1.1 (Podman's pasta --dns-forward address)",
+        "eth0 is a TAP device",
+    )
+    assert PASTA_UNANSWERED in pasta.meaning
+    assert "ends healthy connections" in pasta.meaning
+    assert "heartbeat" in pasta.meaning
+    # A standalone pasta namespace (no container markers) with the same forwarder.
+    standalone = HostFacts(interfaces=facts.interfaces, nameservers=("169.254.1.1",))
+    assert set(_kinds(standalone)) == {"netstack.pasta"}
+
+
+def test_link_local_nameserver_alone_is_not_called_pasta() -> None:
+    facts = HostFacts(
+        interfaces=(LO, _iface("enp3s0", "3c:22:fb:12:34:56", "192.168.1.20/24", is_tap=False)),
+        nameservers=("169.254.1.1",),
+    )
+    assert "netstack.pasta" not in _kinds(facts)
+
+
+def test_no_hint_claims_pasta_answers_probes() -> None:
+    podman = _kinds(HostFacts(marker_files=("/run/.containerenv",)))["container.podman"]
+    assert "slirp4netns answers them itself" in podman.meaning
+    assert "pasta (passt 0.0~git20230309) leaves them unanswered" in podman.meaning
+    docker = _kinds(HostFacts(marker_files=("/.dockerenv",)))["container.docker"]
+    assert "slirp4netns/pasta" not in docker.meaning
+    assert "leaves them unanswered" in docker.meaning
+    tap = _kinds(
+        HostFacts(
+            interfaces=(LO, _iface("eth0", None, "10.88.0.2/16", is_tap=True)),
+            marker_files=("/run/.containerenv",),
+        )
+    )["netstack.tap-in-container"]
+    assert "answers keepalive probes itself" not in tap.meaning
+    assert "leaves them unanswered" in tap.meaning
+    slirp4netns = HostFacts(interfaces=(LO, _iface("tap0", None, "10.0.2.100/24", is_tap=True)))
+    slirp = _kinds(slirp4netns)["netstack.slirp4netns"]
+    assert "answers every keepalive probe" in slirp.meaning
 
 
 def test_host_facts_json_round_trip() -> None:

@@ -37,7 +37,7 @@ from servers import (
 
 from keepalive import InvalidSetting, InvalidSettingType, KeepaliveConfig, UnsupportedOption
 from keepalive import integrations as ki
-from keepalive.connect import connect_async
+from keepalive.dial import connect_async
 from keepalive.platforms import Platform, catalog, detect
 from keepalive.sockets import configure, socket_options
 

@@ -79,9 +79,11 @@ EXACT_CALLS = {
         [SO_ON, tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), tcp(0x80, 110)],
     ),
     "Windows 10 1709+": (FULL, [SO_ON, tcp(3, 60), tcp(17, 10), tcp(16, 5), tcp(5, 110)]),
+    # TCP_KEEPCNT before the ioctl (a refusal there changes nothing) and again after it,
+    # because the ioctl may reset the probe count (Go and socket2 set it after the ioctl).
     "Windows 10 1703-1708": (
         FULL,
-        [SO_ON, tcp(16, 5), tcp(5, 110), ("ioctl", 0, SIO, (1, 60000, 10000))],
+        [SO_ON, tcp(16, 5), tcp(5, 110), ("ioctl", 0, SIO, (1, 60000, 10000)), tcp(16, 5)],
     ),
     "Windows before 10 1703": (
         KeepaliveConfig(idle=60, interval=10, count=10, user_timeout=110),
@@ -219,10 +221,32 @@ def test_windows_ioctl_always_sends_every_field_in_milliseconds_rounded_up() -> 
     assert applied["interval"].status is Status.APPROXIMATED
 
 
-def test_windows_ioctl_comes_after_every_setsockopt() -> None:
+def test_windows_1703_sets_keepcnt_after_the_ioctl_as_go_and_socket2_do() -> None:
     sock = configure(platform_for("Windows 10 1703-1708"), FULL)
-    ops = [write[0] for write in sock.writes()]
-    assert ops == ["setsockopt", "setsockopt", "setsockopt", "ioctl"]
+    writes = sock.writes()
+    ops = [write[0] for write in writes]
+    assert ops == ["setsockopt", "setsockopt", "setsockopt", "ioctl", "setsockopt"]
+    # The last word on the probe count comes after the ioctl that may have reset it.
+    assert writes[-1] == tcp(16, 5)
+    assert sock.value(6, 16) == 5
+
+
+def test_windows_before_1703_ioctl_comes_after_every_setsockopt() -> None:
+    cfg = KeepaliveConfig(idle=60, interval=10, count=10, user_timeout=110)
+    sock = configure(platform_for("Windows before 10 1703"), cfg)
+    assert [write[0] for write in sock.writes()] == ["setsockopt", "setsockopt", "ioctl"]
+
+
+def test_windows_1703_refused_keepcnt_never_reaches_the_ioctl_and_restores() -> None:
+    # A refusal of TCP_KEEPCNT must come while everything set so far can still be put back:
+    # the ioctl's values cannot be read, so nothing could restore them.
+    sock = FakeSocket(fail_on={(6, 16)}, initial={(SOL, 0x8): 0, (6, 16): 7})
+    with pytest.raises(SocketOptionError) as raised:
+        keepalive.configure(sock, FULL, platform=platform_for("Windows 10 1703-1708"))
+    assert raised.value.option == "TCP_KEEPCNT"
+    assert raised.value.restored
+    assert all(call.op != "ioctl" for call in sock.calls)
+    assert (sock.value(SOL, 0x8), sock.value(6, 16)) == (0, 7)
 
 
 def test_windows_prefers_the_socket_modules_sio_keepalive_vals() -> None:

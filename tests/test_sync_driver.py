@@ -32,6 +32,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import keepalive
+import keepalive.heartbeat
 import keepalive.sync
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
@@ -934,13 +935,13 @@ def test_kernel_keepalive_can_be_configured_with_the_heartbeat() -> None:
 def test_timers_are_rounded_up_to_a_power_of_two_grid_never_early(
     interval: float, timeout: float, deadline: float
 ) -> None:
-    grid = keepalive.sync.connection._grid_for(HeartbeatConfig(interval=interval, timeout=timeout))
+    grid = keepalive.heartbeat.timer_grid(HeartbeatConfig(interval=interval, timeout=timeout))
     assert math.log2(grid).is_integer()  # grids of different configurations nest
     assert grid <= 0.25
     assert grid <= min(interval, timeout) / 64 or grid == 2.0**-20
-    key = keepalive.sync.connection._timer_key(deadline, grid)
+    key = keepalive.heartbeat.grid_time(deadline, grid)
     assert key - grid < deadline <= key  # the cell's end: never early, late by under a cell
-    assert keepalive.sync.connection._timer_key(key, grid) == key
+    assert keepalive.heartbeat.grid_time(key, grid) == key
 
 
 def test_pings_are_never_early_and_late_by_little() -> None:

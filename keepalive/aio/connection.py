@@ -103,9 +103,6 @@ import asyncio
 import heapq
 import inspect
 import logging
-import math
-import select
-import struct
 import threading
 import time
 import weakref
@@ -114,6 +111,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
+from keepalive._unread import receive_capacity, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -122,11 +120,16 @@ from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
     PeerDead,
-    PongFilter,
+    PingSource,
     PongMatcher,
     SendPing,
     Wait,
+    check_ping,
+    describe_stall,
+    grid_time,
     make_pong_matcher,
+    next_ping,
+    timer_grid,
 )
 from keepalive.reconnect import RetryPolicy
 
@@ -161,8 +164,6 @@ logger = logging.getLogger("keepalive.aio")
 # logging, and never through logging's "last resort" stderr handler.
 logging.getLogger("keepalive").addHandler(logging.NullHandler())
 
-PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
-"""A ping: fixed bytes, or a callable that returns the bytes of the next ping."""
 
 PongSource: TypeAlias = bytes | bytearray | memoryview | PongMatcher | None
 """A pong: bytes removed from the stream, a :class:`~keepalive.heartbeat.PongMatcher`, or
@@ -180,15 +181,8 @@ _DEFAULT_PONG: Final = b"PONG\n"
 # asyncio runs a timer when ``when < loop.time() + resolution``; entries that close count as due.
 _CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
 _NEVER: Final = float("inf")
-_INT: Final = struct.Struct("i")
-_FOUR_ZERO_BYTES: Final = bytes(4)
 # Size of the read buffer shared by every monitor of one loop: asyncio's own read size.
 _RECEIVE_BUFFER_SIZE: Final = 256 * 1024
-# Wake-ups are rounded up to a grid of this fraction of min(interval, timeout), at most
-# _MAX_GRANULARITY: connections due within one grid step share one timer callback (and one
-# loop iteration), and the delay it adds stays far below the timeout that the stall rule uses.
-_GRANULARITY_FRACTION: Final = 1 / 64
-_MAX_GRANULARITY: Final = 0.25
 # How often (as a fraction of timeout) a ping held back behind our paused writes looks again.
 _STUCK_CHECK_FRACTION: Final = 1 / 8
 # Stale heap entries tolerated before compaction (and at least as many as the live ones).
@@ -203,24 +197,6 @@ _DEAD: Final = 3  # peer declared dead, transport aborted
 
 # ---------------------------------------------------------------------------------------------
 # Readability: bytes already waiting in the kernel count as life
-
-
-def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:
-    """Whether the kernel holds inbound bytes for ``transport``'s socket that nobody read yet."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return False
-    try:
-        fd = sock.fileno()
-        if fd < 0:
-            return False
-        if fcntl is not None:
-            count: int = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, _FOUR_ZERO_BYTES))[0]
-            return count > 0
-        readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
-        return bool(readable)  # pragma: no cover
-    except (OSError, ValueError):  # closed meanwhile: nothing waiting
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +482,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         "_buffered",
         "_config",
         "_error",
+        "_grid",
         "_heartbeat",
         "_holds",
         "_inner",
@@ -543,7 +520,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             )
         self._inner = protocol
         self._config = heartbeat
-        self._ping = _check_ping(ping)
+        self._grid = timer_grid(heartbeat)
+        self._ping = check_ping(ping)
         self._matcher = make_pong_matcher(pong)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType(
@@ -726,26 +704,12 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             now = self._loop.time()
             outstanding = heartbeat.outstanding
             matcher = self._matcher
-            if (
-                outstanding
-                and matcher.__class__ is PongFilter
-                and data == matcher.token
-                and not matcher.held
-            ):
-                # The common chunk: exactly one pong, nothing held (what feed() would do).
-                data = b""
-                heartbeat.pong_received(now)
-            elif matcher is not None:
-                data, pongs = matcher.feed(data, outstanding)
-                if not pongs:
-                    heartbeat.bytes_received(now)
-                while pongs:  # each one is life too
-                    heartbeat.pong_received(now)
-                    pongs -= 1
-            elif outstanding:
-                heartbeat.pong_received(now)  # pong=None: the first bytes after a ping answer it
+            nbytes = len(data)
+            if matcher is None:
+                heartbeat.received(now, nbytes, None)
             else:
-                heartbeat.bytes_received(now)
+                data, pongs = matcher.feed(data, outstanding)
+                heartbeat.received(now, nbytes, pongs)
             if self._state == _ACTIVE and (outstanding or self._wake is None):
                 # Bytes during a ping's window can move the deadline earlier (see Heartbeat);
                 # and a monitor whose ping is held has no wake-up until bytes set a deadline.
@@ -792,12 +756,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     # -- the heartbeat -----------------------------------------------------------------------
 
     def _wake_time(self, when: float) -> float:
-        """``when`` rounded up to this connection's scheduling grid (see _GRANULARITY_FRACTION)."""
-        config = self._config
-        step = min(config.interval, config.timeout) * _GRANULARITY_FRACTION
-        step = min(step, _MAX_GRANULARITY)
-        wake: float = math.ceil(when / step) * step
-        return wake if wake >= when else wake + step
+        """``when`` rounded up to this connection's scheduling grid (see timer_grid)."""
+        return grid_time(when, self._grid)
 
     def _attach(self, transport: asyncio.Transport) -> None:
         if self._state != _NEW:
@@ -832,77 +792,68 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         stalls = heartbeat.stalls
         action = self._poll(heartbeat, transport, now)
         if action.__class__ is SendPing:
-            sent_at = self._send_requested_ping(now)
-            if sent_at is None:
+            if not self._send_requested_ping(now):
                 return
-            # A ping dated back (stuck writes) may be overdue already: guard that poll too.
-            action = (
-                heartbeat.poll(now) if sent_at == now else self._poll(heartbeat, transport, now)
-            )
+            # A ping dated back (stuck writes) may be overdue already: poll again.
+            action = self._poll(heartbeat, transport, now)
         if action.__class__ is Wait:
             if heartbeat.stalls != stalls:
-                logger.warning(
-                    "heartbeat timer for %s ran %.3f s late (event loop blocked?);"
-                    " the peer gets another %g s to answer",
-                    _peer(transport),
-                    now - when,
-                    self._config.timeout,
-                )
+                logger.warning("%s: %s", _peer(transport), describe_stall(now - when, self._config))
             self._scheduler.schedule(self, action.deadline)
         else:
             self._die(cast(PeerDead, action))
 
     def _poll(self, heartbeat: Heartbeat, transport: asyncio.Transport, now: float) -> Action:
-        if heartbeat.ping_in_flight:
-            deadline = heartbeat.deadline
-            if deadline is not None and deadline <= now and _bytes_waiting(transport):
-                # This poll would count a miss, but bytes already reached the kernel: they are
-                # life, even though the loop has not delivered them yet (it was blocked).
+        if heartbeat.miss_possible(now):
+            # Bytes that reached the kernel while the loop was blocked (or the application
+            # paused reading) are life, though the loop has not delivered them yet.
+            sock = transport.get_extra_info("socket")
+            if sock is not None and heartbeat.unread(
+                now, unread_bytes(sock.fileno()), receive_capacity(sock)
+            ):
                 self._unread_life += 1
-                heartbeat.bytes_received(now)
         return heartbeat.poll(now)
 
-    def _send_requested_ping(self, now: float) -> float | None:
-        """Write the ping the core asked for; returns the time it counts as sent, or None."""
+    def _send_requested_ping(self, now: float) -> bool:
+        """Write the ping the core asked for; True once it is written or counted as sent."""
         if self._holds:
             self._ping_deferred = True  # sent by the last hold's exit
-            return None
+            return False
         transport = self._transport
+        heartbeat = self._heartbeat
         assert transport is not None
-        assert self._heartbeat is not None
+        assert heartbeat is not None
         if transport.is_closing():
             self._stop("the transport is closing")
-            return None
-        sent_at = now
+            return False
         if self._writing_paused:
             # Our own bytes fill the transport's buffer. A ping queued behind them would wait
             # for all of them to reach the peer, and a slow but live reader would look dead.
             # Hold the ping back while they keep draining; once they stopped moving for
-            # ``timeout``, write it and date it from then (a frozen peer: the verdict stays
-            # within the bound).
-            due = self._heartbeat.deadline
-            assert due is not None
+            # ``timeout`` the core counts it as sent from then (a frozen peer: the verdict
+            # stays within the bound), and it is written anyway.
             size = transport.get_write_buffer_size()
             if self._stuck_since is None or size < self._stuck_size:
                 self._stuck_since = now
             self._stuck_size = size
-            sent_at = max(self._stuck_since, due)
-            timeout = self._config.timeout
-            if now - sent_at < timeout:
+            counts_at = heartbeat.ping_stuck(now, self._stuck_since)
+            if counts_at is not None:
                 assert self._scheduler is not None
-                self._scheduler.schedule(self, now + timeout * _STUCK_CHECK_FRACTION)
-                return None
+                check = now + self._config.timeout * _STUCK_CHECK_FRACTION
+                self._scheduler.schedule(self, min(check, counts_at))
+                return False
             self._stuck_since = None
+            return self._write_ping(transport)
         if not self._write_ping(transport):
-            return None
-        self._heartbeat.ping_sent(sent_at)
-        return sent_at
+            return False
+        heartbeat.ping_sent(now)
+        return True
 
     def _write_ping(self, transport: asyncio.Transport) -> bool:
         ping = self._ping
         if not isinstance(ping, bytes):
             try:
-                ping = _check_ping_bytes(ping())
+                ping = next_ping(ping)
             except Exception:
                 logger.exception("the ping callable failed; heartbeat stopped")
                 self._stop("the ping callable failed")
@@ -995,27 +946,6 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         if not self._inner_lost:
             self._inner_lost = True
             self._inner.connection_lost(exc)
-
-
-def _check_ping(ping: object) -> bytes | Callable[[], bytes]:
-    """Fixed pings become immutable bytes once; callables are kept (checked per ping)."""
-    if isinstance(ping, (bytes, bytearray, memoryview)):
-        return _check_ping_bytes(ping)
-    if callable(ping):
-        return cast("Callable[[], bytes]", ping)
-    hint = "encode text first, e.g. b'PING\\n'" if isinstance(ping, str) else None
-    raise InvalidSettingType(
-        "ping", ping, "non-empty bytes or a callable returning them", hint=hint
-    )
-
-
-def _check_ping_bytes(ping: object) -> bytes:
-    if not isinstance(ping, (bytes, bytearray, memoryview)):
-        raise InvalidSettingType("ping", ping, "non-empty bytes")
-    data = bytes(ping)
-    if not data:
-        raise InvalidSetting("ping", ping, "non-empty bytes")
-    return data
 
 
 def _peer(transport: asyncio.BaseTransport | None) -> str:
@@ -1191,7 +1121,7 @@ async def open_connection(
                 transport.abort()
                 raise
     else:
-        from keepalive.connect import connect_async  # noqa: PLC0415 - imports keepalive.sockets
+        from keepalive.dial import connect_async  # noqa: PLC0415 - imports keepalive.sockets
 
         address, source_address = dial
         sock = await connect_async(

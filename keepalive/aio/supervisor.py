@@ -119,7 +119,7 @@ from typing_extensions import Self
 import keepalive.aio.connection as aio
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
-from keepalive.connect import AttemptFailure, connect_async
+from keepalive.dial import AttemptFailure, connect_async
 from keepalive.errors import ConnectFailed, InvalidSettingType
 from keepalive.heartbeat import HeartbeatConfig, PongMatcher
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason

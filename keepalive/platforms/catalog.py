@@ -42,8 +42,8 @@ DARWIN_PY310 = SimpleNamespace(
     SO_KEEPALIVE=0x8,
     IPPROTO_TCP=6,
     TCP_KEEPALIVE=0x10,  # the idle time; exported by Python 3.10+
-    TCP_KEEPINTVL=0x101,  # OS X 10.8+ headers
-    TCP_KEEPCNT=0x102,  # OS X 10.8+ headers
+    TCP_KEEPINTVL=0x101,  # OS X 10.9+ SDK headers (xnu-2422)
+    TCP_KEEPCNT=0x102,  # OS X 10.9+ SDK headers (xnu-2422)
 )
 # Python 3.9 and older do not export TCP_KEEPALIVE (and never TCP_KEEPIDLE on Darwin).
 DARWIN_PY39 = SimpleNamespace(
@@ -57,13 +57,14 @@ DARWIN_PY39 = SimpleNamespace(
 # -- Windows: winsock2.h (SOL_SOCKET, SO_KEEPALIVE), ws2def.h (IPPROTO_TCP),
 # ws2ipdef.h (TCP_KEEPALIVE = TCP_KEEPIDLE 3, TCP_KEEPCNT 16, TCP_KEEPINTVL 17),
 # mstcpip.h (SIO_KEEPALIVE_VALS = _WSAIOW(IOC_VENDOR, 4)). CPython's socketmodule.c deletes
-# TCP_KEEPIDLE/TCP_KEEPINTVL below build 16299 and TCP_KEEPCNT below 15063 at import.
+# TCP_KEEPIDLE/TCP_KEEPINTVL below build 16299 and TCP_KEEPCNT below 15063 at import. It
+# exports TCP_KEEPALIVE only under __APPLE__, so no Windows build has socket.TCP_KEEPALIVE
+# although ws2ipdef.h defines it.
 SIO_KEEPALIVE_VALS = 0x98000004
 WINDOWS_1709 = SimpleNamespace(
     SOL_SOCKET=0xFFFF,
     SO_KEEPALIVE=0x8,
     IPPROTO_TCP=6,
-    TCP_KEEPALIVE=3,  # Python 3.10+ also exports this alias of TCP_KEEPIDLE
     TCP_KEEPIDLE=3,
     TCP_KEEPINTVL=17,
     TCP_KEEPCNT=16,
@@ -73,7 +74,6 @@ WINDOWS_1703 = SimpleNamespace(
     SOL_SOCKET=0xFFFF,
     SO_KEEPALIVE=0x8,
     IPPROTO_TCP=6,
-    TCP_KEEPALIVE=3,
     TCP_KEEPCNT=16,
     SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS,
 )
@@ -81,7 +81,6 @@ WINDOWS_OLD = SimpleNamespace(
     SOL_SOCKET=0xFFFF,
     SO_KEEPALIVE=0x8,
     IPPROTO_TCP=6,
-    TCP_KEEPALIVE=3,
     SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS,
 )
 

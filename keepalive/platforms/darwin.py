@@ -1,5 +1,5 @@
 """macOS and iOS (xnu): TCP_KEEPALIVE is the idle time, TCP_KEEPINTVL and TCP_KEEPCNT exist
-since OS X 10.8, TCP_RXT_CONNDROPTIME bounds unacknowledged data. All in whole seconds, all
+since OS X 10.9, TCP_RXT_CONNDROPTIME bounds unacknowledged data. All in whole seconds, all
 read back with getsockopt.
 
 Python exports ``TCP_KEEPALIVE`` only from 3.10 and never ``TCP_KEEPIDLE`` on Darwin, so the
@@ -20,10 +20,10 @@ SO_KEEPALIVE = 0x8
 # xnu bsd/netinet/in.h
 IPPROTO_TCP = 6
 # xnu bsd/netinet/tcp.h
-TCP_KEEPALIVE = 0x10  # "idle time used when SO_KEEPALIVE is enabled"
-TCP_RXT_CONNDROPTIME = 0x80  # "time after which tcp retransmissions will be stopped"
-TCP_KEEPINTVL = 0x101  # OS X 10.8 (Darwin 12) and later
-TCP_KEEPCNT = 0x102  # OS X 10.8 (Darwin 12) and later
+TCP_KEEPALIVE = 0x10  # "idle time used when SO_KEEPALIVE is enabled"; xnu-517 (10.3) on
+TCP_RXT_CONNDROPTIME = 0x80  # "time after which tcp retransmissions will be stopped"; xnu-1699
+TCP_KEEPINTVL = 0x101  # xnu-2422: OS X 10.9 (Darwin 13) and later
+TCP_KEEPCNT = 0x102  # xnu-2422: OS X 10.9 (Darwin 13) and later
 
 # xnu bsd/netinet/tcp_usrreq.c tcp_ctloutput(): TCP_KEEPALIVE and TCP_KEEPINTVL refuse
 # optval < 0 || optval > UINT32_MAX / TCP_RETRANSHZ (TCP_RETRANSHZ = 1000 ticks a second);
@@ -35,16 +35,40 @@ MAX_KEEPCNT = 2**31 - 1
 # an int: beyond INT32_MAX / 1000 the product overflows, so that is our limit.
 MAX_CONNDROPTIME_SECONDS = (2**31 - 1) // 1000
 
-# Darwin 12 is OS X 10.8, the first release with TCP_KEEPINTVL and TCP_KEEPCNT (libuv #3908).
-FIRST_DARWIN_WITH_KEEPINTVL = 12
+# The first xnu releases with each option, from bsd/netinet/tcp.h and the cases of
+# tcp_ctloutput() in bsd/netinet/tcp_usrreq.c:
+# - TCP_KEEPALIVE: xnu-517, Mac OS X 10.3 (Darwin 7).
+# - TCP_RXT_CONNDROPTIME: xnu-1699, Mac OS X 10.7 (Darwin 11).
+# - TCP_KEEPINTVL, TCP_KEEPCNT: xnu-2422, OS X 10.9 (Darwin 13). xnu-2050 (10.8, Darwin 12)
+#   has neither the names in tcp.h nor a case for them in tcp_ctloutput(), which refuses
+#   unknown options with ENOPROTOOPT.
+FIRST_DARWIN_WITH_KEEPALIVE = 7
+FIRST_DARWIN_WITH_CONNDROPTIME = 11
+FIRST_DARWIN_WITH_KEEPINTVL = 13
 
 _SOCKET_HEADER = "xnu bsd/netinet/tcp.h"
+_INTERVAL_AND_COUNT: tuple[tuple[Setting, str], ...] = (
+    ("interval", "TCP_KEEPINTVL"),
+    ("count", "TCP_KEEPCNT"),
+)
 
 
 def _darwin_major(release: str | None) -> int | None:
     """The Darwin kernel major version (``os.uname().release``, e.g. ``"23.4.0 ..."``)."""
     match = re.match(r"\s*(\d+)\.", release or "")
     return int(match.group(1)) if match else None
+
+
+def _macos_name(major: int) -> str:
+    """``"OS X 10.8"`` for Darwin 12: Darwin 5..19 are 10.1..10.15, Darwin 20 is macOS 11."""
+    if major >= 20:
+        return f"macOS {major - 9}"
+    return f"Mac OS X 10.{major - 4}" if major < 12 else f"OS X 10.{major - 4}"
+
+
+def _too_old(major: int | None, first: int) -> bool:
+    """True when the release is known and older than ``first`` (unknown counts as new)."""
+    return major is not None and major < first
 
 
 def _number(ns: Any, name: str, fallback: int) -> int:
@@ -55,37 +79,39 @@ def _number(ns: Any, name: str, fallback: int) -> int:
 def detect(ns: Any = None, release: str | None = None) -> Platform:
     """The Darwin description for this Python (``ns``) and kernel (``release``).
 
-    TCP_KEEPINTVL/TCP_KEEPCNT come from ``ns`` when the socket module has them; otherwise they
-    are hard-coded unless ``release`` shows a kernel older than Darwin 12 (OS X 10.7), which
-    lacks them. An unknown release counts as new enough: Python 3.10 needs macOS 10.9.
+    The numbers come from ``ns`` when the socket module has them, else from xnu's headers.
+    Which options exist is the kernel's business: a ``release`` older than the first xnu with
+    an option leaves that setting unsupported even when Python (built with a newer SDK) has
+    the name, since the kernel refuses it with ENOPROTOOPT. An unknown release counts as new
+    enough: Python 3.10 needs macOS 10.9.
     """
     ns = socket if ns is None else ns
     major = _darwin_major(release)
-    options: dict[Setting, OptionSpec] = {
-        "idle": OptionSpec(
+    too_old = f"Darwin {major} ({_macos_name(major)})" if major is not None else ""
+    options: dict[Setting, OptionSpec] = {}
+    unsupported: dict[Setting, str] = {}
+    if _too_old(major, FIRST_DARWIN_WITH_KEEPALIVE):
+        unsupported["idle"] = (
+            f"{too_old} has no TCP_KEEPALIVE: it first appears in xnu-517 (Mac OS X 10.3)"
+        )
+    else:
+        options["idle"] = OptionSpec(
             "idle",
             "TCP_KEEPALIVE",
             IPPROTO_TCP,
             _number(ns, "TCP_KEEPALIVE", TCP_KEEPALIVE),
             1,
             MAX_KEEP_SECONDS,
-            since="Mac OS X 10.0; Python 3.10 exports the name (0x10 is used before)",
+            since="Mac OS X 10.3 (xnu-517); Python 3.10 exports the name (0x10 is used before)",
             source=_SOCKET_HEADER,
-        ),
-        "user_timeout": OptionSpec(
-            "user_timeout",
-            "TCP_RXT_CONNDROPTIME",
-            IPPROTO_TCP,
-            TCP_RXT_CONNDROPTIME,
-            1,
-            MAX_CONNDROPTIME_SECONDS,
-            since="Mac OS X 10.6 or earlier (unverified); not exported by Python",
-            source=_SOCKET_HEADER,
-        ),
-    }
-    unsupported: dict[Setting, str] = {}
-    has_intvl = isinstance(getattr(ns, "TCP_KEEPINTVL", None), int)
-    if has_intvl or major is None or major >= FIRST_DARWIN_WITH_KEEPINTVL:
+        )
+    if _too_old(major, FIRST_DARWIN_WITH_KEEPINTVL):
+        for setting, name in _INTERVAL_AND_COUNT:
+            unsupported[setting] = (
+                f"{too_old} has no {name}: it first appears in xnu-2422 (OS X 10.9, Darwin 13)"
+            )
+    else:
+        since = "OS X 10.9 (xnu-2422, Darwin 13); Python exports it when built with the 10.9+ SDK"
         options["interval"] = OptionSpec(
             "interval",
             "TCP_KEEPINTVL",
@@ -93,12 +119,9 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             _number(ns, "TCP_KEEPINTVL", TCP_KEEPINTVL),
             1,
             MAX_KEEP_SECONDS,
-            since="OS X 10.8 (Darwin 12); Python exports it when built with the 10.8+ SDK",
+            since=since,
             source=_SOCKET_HEADER,
         )
-    else:
-        unsupported["interval"] = f"Darwin {major} (before OS X 10.8) has no TCP_KEEPINTVL"
-    if isinstance(getattr(ns, "TCP_KEEPCNT", None), int) or "interval" in options:
         options["count"] = OptionSpec(
             "count",
             "TCP_KEEPCNT",
@@ -107,11 +130,24 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             1,
             MAX_KEEPCNT,
             is_count=True,
-            since="OS X 10.8 (Darwin 12); Python exports it when built with the 10.8+ SDK",
+            since=since,
             source=_SOCKET_HEADER,
         )
+    if _too_old(major, FIRST_DARWIN_WITH_CONNDROPTIME):
+        unsupported["user_timeout"] = (
+            f"{too_old} has no TCP_RXT_CONNDROPTIME: it first appears in xnu-1699 (Mac OS X 10.7)"
+        )
     else:
-        unsupported["count"] = f"Darwin {major} (before OS X 10.8) has no TCP_KEEPCNT"
+        options["user_timeout"] = OptionSpec(
+            "user_timeout",
+            "TCP_RXT_CONNDROPTIME",
+            IPPROTO_TCP,
+            TCP_RXT_CONNDROPTIME,
+            1,
+            MAX_CONNDROPTIME_SECONDS,
+            since="Mac OS X 10.7 (xnu-1699); not exported by Python",
+            source=_SOCKET_HEADER,
+        )
     return Platform(
         name="macOS/iOS",
         family="darwin",

@@ -64,6 +64,11 @@ SOLARIS_MIN_SECONDS = 10
 # Oracle tunables reference, _keepalive_interval (TCP_KEEPALIVE_THRESHOLD): 10 s..10 days.
 THRESHOLD_MIN_MS = 10 * 1000
 THRESHOLD_MAX_MS = TEN_DAYS * 1000
+# Oracle tcp(4P) before 11.4: TCP_KEEPALIVE_ABORT_THRESHOLD ranges from 0 to 8 minutes; the
+# kernel refuses more at setsockopt time, so interval x count above 480 s cannot be stored.
+ABORT_THRESHOLD_MAX_MS = 8 * 60 * 1000
+# _keepalive_abort_interval's default (8 min): what applies when the threshold is not set.
+DEFAULT_ABORT_SECONDS = 480
 
 _TUNABLES = "ipadm show-prop tcp"
 
@@ -71,6 +76,10 @@ _TUNABLES = "ipadm show-prop tcp"
 def _number(ns: Any, name: str, fallback: int) -> int:
     value = getattr(ns, name, None)
     return value if isinstance(value, int) else fallback
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:g} s"
 
 
 def _solaris_minor(release: str | None) -> int | None:
@@ -167,46 +176,69 @@ class ThresholdPlatform(Platform):
         if abort_spec is None:
             raise TypeError("ThresholdPlatform needs abort_spec (solaris.detect() provides it)")
         idle_native = self.check_range(idle_spec, cfg.idle)
+        total = cfg.interval * cfg.count
         try:
-            abort_native = abort_spec.encode(cfg.interval * cfg.count)
+            abort_native = abort_spec.encode(total)
         except (OverflowError, ValueError):  # too large for milliseconds at all
             abort_native = abort_spec.maximum + 1
-        if not abort_spec.minimum <= abort_native <= abort_spec.maximum:
+        fits = abort_spec.minimum <= abort_native <= abort_spec.maximum
+        allowed = f"interval x count within {abort_spec.describe_range()}"
+        if not fits and strict:
             raise InvalidSetting(
                 "interval",
                 cfg.interval,
-                f"interval x count within {abort_spec.describe_range()} (here count = {cfg.count})",
+                f"{allowed} (here {cfg.count} x {_fmt_seconds(cfg.interval)} = "
+                f"{_fmt_seconds(total)})",
                 platform=self.name,
-                hint=f"{abort_spec.name} limit",
+                hint=f"{abort_spec.name} limit: Oracle documents 0 to 8 minutes",
             )
         operations.append(
             SetOption(idle_spec.level, idle_spec.optname, idle_native, idle_spec.name)
         )
-        operations.append(
-            SetOption(abort_spec.level, abort_spec.optname, abort_native, abort_spec.name)
-        )
         results.append(self.outcome(idle_spec, cfg.idle, idle_native))
-        stored_total = abort_spec.decode(abort_native)
-        detail = (
-            f"no TCP_KEEPINTVL/TCP_KEEPCNT before Solaris 11.4: {abort_spec.name} = interval x "
-            f"count = {stored_total:g} s; the connection is dropped that long after the first "
-            "unanswered probe, but probes are retransmitted with backoff, not every interval"
-        )
+        if fits:
+            operations.append(
+                SetOption(abort_spec.level, abort_spec.optname, abort_native, abort_spec.name)
+            )
+            stored_total = abort_spec.decode(abort_native)
+            detail = (
+                f"no TCP_KEEPINTVL/TCP_KEEPCNT before Solaris 11.4: {abort_spec.name} = interval "
+                f"x count = {stored_total:g} s; the connection is dropped that long after the "
+                "first unanswered probe, but probes are retransmitted with backoff, not every "
+                "interval"
+            )
+            status = Status.APPROXIMATED
+            stored_interval: float | None = cfg.interval
+            stored_count: int | None = cfg.count
+        else:
+            # strict=False: leave the system's abort interval in force and say so.
+            detail = (
+                f"interval x count = {_fmt_seconds(total)} is more than {abort_spec.name} can "
+                f"hold ({allowed}; Oracle documents 0 to 8 minutes): not set, the system's "
+                f"_keepalive_abort_interval applies ({DEFAULT_ABORT_SECONDS} s by default)"
+            )
+            status, stored_interval, stored_count = Status.UNSUPPORTED, None, None
         results.append(
             SettingResult(
-                "interval", cfg.interval, cfg.interval, Status.APPROXIMATED, abort_spec.name, detail
+                "interval", cfg.interval, stored_interval, status, abort_spec.name, detail
             )
         )
         results.append(
-            SettingResult(
-                "count", cfg.count, cfg.count, Status.APPROXIMATED, abort_spec.name, detail
-            )
+            SettingResult("count", cfg.count, stored_count, status, abort_spec.name, detail)
         )
         if cfg.user_timeout is not None:
             spec = self.options["user_timeout"]
             native = self.check_range(spec, cfg.user_timeout)
             operations.append(SetOption(spec.level, spec.optname, native, spec.name))
             results.append(self.outcome(spec, cfg.user_timeout, native))
+
+    def detection_bound(self, cfg: KeepaliveConfig) -> float:
+        """As for every platform, except when interval x count was too large to set: then the
+        system's abort interval (its documented default) follows the first probe."""
+        result = self.plan(cfg, strict=False).result("interval")
+        if result is not None and result.status is Status.UNSUPPORTED:
+            return self._effective(cfg, "idle") + DEFAULT_ABORT_SECONDS
+        return super().detection_bound(cfg)
 
 
 def detect(ns: Any = None, release: str | None = None) -> Platform:
@@ -374,7 +406,7 @@ def _solaris_thresholds(level: tuple[int, int, int]) -> Platform:
             ipproto_tcp,
             TCP_KEEPALIVE_ABORT_THRESHOLD,
             1,
-            MAX_ABORT_MS,
+            ABORT_THRESHOLD_MAX_MS,
             scale=1000,
             readable=False,  # it reads back interval x count, not either setting
             since="Solaris 2.6 (unverified); not exported by Python (0x17 is used)",
@@ -389,6 +421,10 @@ def _solaris_thresholds(level: tuple[int, int, int]) -> Platform:
             "Interval and count are approximated: TCP_KEEPALIVE_ABORT_THRESHOLD = interval x "
             "count, and unanswered probes are retransmitted with backoff rather than every "
             "interval, so only idle + interval x count (the detection bound) is honoured.",
+            "Oracle documents TCP_KEEPALIVE_ABORT_THRESHOLD as 0 to 8 minutes: interval x "
+            "count above 480 s raises InvalidSetting with strict=True; with strict=False the "
+            "threshold is not set, interval and count are reported as not honoured, and the "
+            "system's _keepalive_abort_interval (8 min by default) applies.",
             "Chosen when the socket module has no TCP_KEEPIDLE and os.uname() does not show "
             "Solaris 11.4+ or illumos.",
             _DEFAULTS_NOTE,

@@ -8,7 +8,9 @@ path the running Windows supports:
   getsockopt, like Linux.
 - otherwise: one ``sock.ioctl(SIO_KEEPALIVE_VALS, (onoff, idle_ms, interval_ms))`` that carries
   idle and interval together (every field is always given; neither can be read back), plus
-  TCP_KEEPCNT where it exists; without it the probe count is fixed at 10 (Vista and later).
+  TCP_KEEPCNT where it exists, set *after* the ioctl, which may reset the probe count (Go's
+  tcpsockopt_windows.go and socket2 use the same order); without TCP_KEEPCNT the probe count
+  is fixed at 10 (Vista and later).
 
 TCP_MAXRT (seconds, Vista+) bounds unacknowledged data on both paths.
 """
@@ -62,6 +64,13 @@ FIXED_PROBE_COUNT = 10
 
 # Settings that stay plain setsockopt calls on the ioctl path, planned before the ioctl.
 _SETSOCKOPT_SETTINGS: tuple[Setting, ...] = ("count", "user_timeout")
+# ... and the one set again after it, because the ioctl may reset it.
+_AFTER_IOCTL: tuple[Setting, ...] = ("count",)
+_KEEPCNT_NOTE = (
+    "TCP_KEEPCNT is set before the ioctl, so that a refusal leaves the socket as it was, and "
+    "again after it, because the ioctl may reset the probe count (the order Go and socket2 "
+    "use)."
+)
 _REGISTRY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\"
 _WS2IPDEF = "ws2ipdef.h"
 
@@ -75,8 +84,12 @@ def _number(ns: Any, name: str, fallback: int) -> int:
 class WindowsIoctlPlatform(Platform):
     """Windows before 10 1709: idle and interval travel together in SIO_KEEPALIVE_VALS.
 
-    The ioctl is planned last, after every setsockopt, so that if it fails the options set
-    before it (which can be read back, hence restored) are put back as they were.
+    The ioctl cannot be read back, so nothing that may fail is planned after it: every
+    setsockopt goes first (if the ioctl then fails, they are read back, hence restored, as
+    for any option). TCP_KEEPCNT must nevertheless *end up* after the ioctl, which may reset
+    the probe count (Go and socket2 issue the ioctl first for that reason), so it is planned
+    twice: before the ioctl, where a refusal still leaves the socket as it was, and again
+    after it with the value the kernel has just accepted on this socket.
     """
 
     ioctl_control: int = SIO_KEEPALIVE_VALS
@@ -97,6 +110,7 @@ class WindowsIoctlPlatform(Platform):
             "idle": self.outcome(idle_spec, cfg.idle, idle_ms),
             "interval": self.outcome(interval_spec, cfg.interval, interval_ms),
         }
+        again: list[SetOption] = []  # set once more after the ioctl
         for setting in _SETSOCKOPT_SETTINGS:
             requested = getattr(cfg, setting)
             if requested is None:
@@ -106,11 +120,15 @@ class WindowsIoctlPlatform(Platform):
                 outcome[setting] = self.missing(setting, requested, strict)
                 continue
             native = self.check_range(spec, requested)
-            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
+            option = SetOption(spec.level, spec.optname, native, spec.name)
+            operations.append(option)
+            if setting in _AFTER_IOCTL:
+                again.append(option)
             outcome[setting] = self.outcome(spec, requested, native)
         operations.append(
             IoctlCall(self.ioctl_control, (1, idle_ms, interval_ms), "SIO_KEEPALIVE_VALS")
         )
+        operations.extend(again)
         results.extend(outcome[setting] for setting in SETTINGS if setting in outcome)
 
 
@@ -255,6 +273,7 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             "Idle and interval are set together by one SIO_KEEPALIVE_VALS ioctl, in "
             "milliseconds, after every other option; they cannot be read back, so inspect() "
             "reports the registry defaults for them.",
+            *((_KEEPCNT_NOTE,) if has_keepcnt else ()),
             "socket_options() cannot express the ioctl: call keepalive.configure() instead.",
         ),
     )

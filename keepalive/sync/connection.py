@@ -71,10 +71,8 @@ wake-up of this socket's blocked calls.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
-import functools
 import heapq
 import io
 import logging
@@ -93,28 +91,29 @@ from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO, TypeAlias, cast, ov
 
 from typing_extensions import Buffer, Self
 
+from keepalive._unread import receive_capacity, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
 from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
     PeerDead,
+    PingSource,
     PongFilter,
     PongMatcher,
     Wait,
+    check_ping,
+    describe_stall,
+    grid_time,
     make_pong_matcher,
+    next_ping,
+    timer_grid,
 )
 
 if TYPE_CHECKING:
+    import ssl as ssl_module
+
     from keepalive.config import KeepaliveConfig
-
-try:  # FIONREAD (= SIOCINQ on Linux): unread bytes, without consuming them
-    import fcntl
-    import termios
-
-    _FIONREAD: int | None = termios.FIONREAD
-except ImportError:  # no fcntl (Windows): fall back to readability
-    _FIONREAD = None
 
 __all__ = [
     "MonitorStats",
@@ -130,19 +129,17 @@ logger = logging.getLogger("keepalive.sync")
 # logging, and never through logging's "last resort" stderr handler.
 logging.getLogger("keepalive").addHandler(logging.NullHandler())
 
-PingSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], bytes]
-"""A ping: fixed bytes, or a callable returning the bytes of the next ping (framed protocols)."""
-
 _THREAD_NAME = "keepalive-heartbeat"
 # Longest pause between attempts to write a ping that could not be written (send turn taken,
 # send buffer full). Giving the send turn back also triggers an attempt at once.
 _PING_RETRY_CAP = 0.05
-# Timers are rounded up to a grid of min(interval, timeout) / 64 (see _grid_for).
-_GRID_DIVISOR = 64
-_GRID_MIN = 2.0**-20
-_GRID_MAX = 0.25
-_PING_ALLOWED = "non-empty bytes, or a callable returning non-empty bytes"
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
+_WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError, InterruptedError)
+PlainSocket: TypeAlias = socket.socket  # (a name the class body's ``socket`` property hides)
+# Plaintext handed to one TLS write (each is a call into OpenSSL under the monitor's lock,
+# which readers wait for): a few records, not a whole 50 MB sendall.
+_TLS_WRITE_CHUNK = 256 * 1024
+_UNWRAP_READ = 64 * 1024
 _HAVE_POLL = hasattr(select, "poll")
 
 
@@ -176,6 +173,9 @@ def monitor(
     pong: bytes | bytearray | memoryview | PongMatcher | None = b"PONG\n",
     on_dead: OnDead | None = None,
     keepalive: KeepaliveConfig | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    handshake_timeout: float | None = None,
 ) -> MonitoredSocket:
     """Wrap a connected stream socket and keep a heartbeat on it; returns a socket-like object.
 
@@ -188,14 +188,55 @@ def monitor(
     ``keepalive``: also configure kernel keepalive on the socket first
     (:func:`keepalive.configure`, strict).
 
+    TLS: pass an ``ssl.SSLSocket`` (handshaken or not: a pending handshake is completed
+    first, within the socket's timeout), or a plain socket with ``ssl=`` (an
+    :class:`ssl.SSLContext`), ``server_hostname`` and ``handshake_timeout`` (seconds; default
+    the socket's timeout): the handshake is done here, and a failure closes the socket. Pings
+    and pongs travel inside TLS. Every call into the TLS connection is made under the
+    monitor's lock, so the scheduler's pings and the application's reads and writes never
+    use the OpenSSL object from two threads at once.
+
     The socket is taken over: it is switched to non-blocking mode and its timeout moves to
-    the wrapper. Raises :class:`~keepalive.errors.InvalidSocket` for anything but an open
-    stream socket (TCP or Unix; ``ssl.SSLSocket`` is not supported) and
+    the wrapper. Raises :class:`~keepalive.errors.InvalidSocket` for anything but an open,
+    connected stream socket (TCP or Unix, plain or TLS) and
     :class:`~keepalive.errors.InvalidSetting` for bad arguments, before touching the socket.
     """
+    if ssl is not None or server_hostname is not None or handshake_timeout is not None:
+        sock = _start_tls(sock, ssl, server_hostname, handshake_timeout)
     return MonitoredSocket(
         sock, heartbeat=heartbeat, ping=ping, pong=pong, on_dead=on_dead, keepalive=keepalive
     )
+
+
+def _start_tls(
+    sock: socket.socket,
+    context: object,
+    server_hostname: object,
+    handshake_timeout: object,
+) -> socket.socket:
+    """``sock`` wrapped in TLS by ``context`` and handshaken (the socket is closed on failure)."""
+    import ssl as ssl_module  # noqa: PLC0415 - only for TLS users
+
+    if not isinstance(context, ssl_module.SSLContext):
+        raise InvalidSettingType("ssl", context, "an ssl.SSLContext")
+    if server_hostname is not None and not isinstance(server_hostname, str):
+        raise InvalidSettingType("server_hostname", server_hostname, "a host name or None")
+    timeout = (
+        sock.gettimeout()
+        if handshake_timeout is None
+        else positive_seconds("handshake_timeout", handshake_timeout)
+    )
+    _check_socket(sock)
+    if isinstance(sock, ssl_module.SSLSocket):
+        raise InvalidSocket("the socket already uses TLS: pass it without ssl=")
+    tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    try:
+        tls.settimeout(timeout)
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    return tls
 
 
 def active_monitors() -> int:
@@ -217,57 +258,33 @@ def _ready(fd: int, *, write: bool, timeout: float | None) -> bool:
     return bool(readable or writable)
 
 
-def _bytes_waiting(fd: int) -> bool:
-    """Whether unread inbound bytes wait in the kernel, without consuming them."""
-    if _FIONREAD is not None:
-        count = array.array("i", [0])
-        try:
-            fcntl.ioctl(fd, _FIONREAD, count, True)
-        except OSError:
-            pass  # not supported for this socket: readability below
-        else:
-            return count[0] > 0
-    return _ready(fd, write=False, timeout=0.0)
-
-
-def _checked_ping(ping: object) -> bytes | Callable[[], object]:
-    """The ping as fixed bytes, or the callable making each one (checked by _made_ping)."""
-    if isinstance(ping, (bytes, bytearray, memoryview)):
-        payload = bytes(ping)
-        if not payload:
-            raise InvalidSetting("ping", ping, _PING_ALLOWED)
-        return payload
-    if isinstance(ping, str):
-        raise InvalidSettingType("ping", ping, _PING_ALLOWED, hint="encode text first")
-    if not callable(ping):
-        raise InvalidSettingType("ping", ping, _PING_ALLOWED)
-    return cast(Callable[[], object], ping)
-
-
-def _made_ping(ping: bytes | Callable[[], object]) -> bytes:
-    """The bytes of the next ping (a callable's result is checked)."""
-    if type(ping) is bytes:
-        return ping
-    value = cast(Callable[[], object], ping)()
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise InvalidSettingType("ping()", value, "non-empty bytes")
-    payload = bytes(value)
-    if not payload:
-        raise InvalidSetting("ping()", value, "non-empty bytes")
-    return payload
-
-
 def _check_socket(sock: object) -> socket.socket:
+    if isinstance(sock, MonitoredSocket):
+        raise InvalidSocket("the socket is monitored already")
     if not isinstance(sock, socket.socket):
         raise InvalidSocket(f"expected a socket.socket, got {type(sock).__name__}")
-    ssl = sys.modules.get("ssl")  # only loaded if the application uses TLS
-    if ssl is not None and isinstance(sock, ssl.SSLSocket):
-        raise InvalidSocket("ssl.SSLSocket is not supported by keepalive.sync.monitor")
     if sock.fileno() < 0:
         raise InvalidSocket("the socket is closed")
     if sock.type != socket.SOCK_STREAM:
         raise InvalidSocket(f"a stream socket is needed (TCP or Unix), got {sock.type!r}")
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise InvalidSocket("a listening socket cannot be monitored: monitor its connections")
+    except OSError:  # no SO_ACCEPTCONN here: the peer check below still refuses listeners
+        pass
+    try:
+        sock.getpeername()
+    except OSError as exc:
+        raise InvalidSocket("the socket is not connected") from exc
     return sock
+
+
+def _tls_errors(sock: socket.socket) -> tuple[type[OSError], ...] | None:
+    """For a TLS socket, its "would block" errors (``SSLWantRead``/``WriteError``); else None."""
+    ssl_module = sys.modules.get("ssl")  # only loaded if the application uses TLS
+    if ssl_module is None or not isinstance(sock, ssl_module.SSLSocket):
+        return None
+    return (ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
 
 
 def _peer_label(sock: socket.socket) -> str:
@@ -291,11 +308,12 @@ def _closed_error() -> OSError:
 class _Scheduler:
     """Calls :meth:`MonitoredSocket._service` when each registered monitor's timer is due.
 
-    Timers live in buckets, one per grid cell end (see :func:`_grid_for`); a heap orders the
-    buckets, so one wake-up serves every monitor due in a cell, and arming a timer is a list
-    append. A monitor has one live timer, ``_timer_at`` (the earliest requested; servicing
-    early is harmless, the heartbeat just answers with a later deadline); entries whose key no
-    longer matches it are stale and skipped. Entries hold weak references. Lock order: a
+    Timers live in buckets, one per grid cell end (see
+    :func:`keepalive.heartbeat.timer_grid`); a heap orders the buckets, so one wake-up serves
+    every monitor due in a cell, and arming a timer is a list append. A monitor has one live
+    timer, ``_timer_at`` (the earliest requested; servicing early is harmless, the heartbeat
+    just answers with a later deadline); entries whose key no longer matches it are stale and
+    skipped. Entries hold weak references. Lock order: a
     monitor's state lock may be held while calling in here, never the other way round.
     """
 
@@ -366,7 +384,7 @@ class _Scheduler:
                 monitor._after_fork_in_child()
 
     def _arm_locked(self, monitor: MonitoredSocket, deadline: float) -> None:
-        key = _timer_key(deadline, monitor._grid)
+        key = grid_time(deadline, monitor._grid)
         current = monitor._timer_at
         if current is not None and current <= key:
             return
@@ -430,22 +448,6 @@ class _Scheduler:
             del batch, monitor  # hold no strong reference while waiting
 
 
-@functools.lru_cache(maxsize=256)
-def _grid_for(config: HeartbeatConfig) -> float:
-    """The grid a monitor's timers are rounded up to: every deadline in one cell is served
-    by one wake-up at the cell's end, never early, late by less than a cell. A power of two
-    (so the grids of different configurations nest and keys are exact) at most
-    ``min(interval, timeout) / 64``, between about 1 µs and 1/4 s."""
-    span = min(config.interval, config.timeout) / _GRID_DIVISOR
-    return min(_GRID_MAX, max(_GRID_MIN, 2.0 ** math.floor(math.log2(span))))
-
-
-def _timer_key(deadline: float, grid: float) -> float:
-    """The end of the grid cell holding ``deadline``: the earliest grid point not before it
-    (exact arithmetic: the grid is a power of two)."""
-    return math.ceil(deadline / grid) * grid
-
-
 def _monitor_collected(ref: weakref.ref[MonitoredSocket]) -> None:
     _SCHEDULER.collected(ref)
 
@@ -502,7 +504,6 @@ class MonitoredSocket:
         "_ping",
         "_ping_queue",
         "_pings_owed",
-        "_request_due",
         "_request_open",
         "_send_depth",
         "_send_owner",
@@ -512,9 +513,11 @@ class MonitoredSocket:
         "_stopped",
         "_timeout",
         "_timer_at",
+        "_tls_write_pending",
         "_unread_life",
         "_verdict",
         "_weak_self",
+        "_would_block",
         "_write_blocked_since",
     )
 
@@ -530,7 +533,7 @@ class MonitoredSocket:
     ) -> None:
         if not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
-        self._ping = _checked_ping(ping)
+        self._ping = check_ping(ping)
         self._matcher = make_pong_matcher(pong)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType("on_dead", on_dead, "a callable (sock, error) or None")
@@ -539,11 +542,19 @@ class MonitoredSocket:
             from keepalive.sockets import configure  # noqa: PLC0415 - only when asked for
 
             configure(sock, keepalive)
+        tls_errors = _tls_errors(sock)
+        if tls_errors is not None and sock.version() is None:  # type: ignore[attr-defined]
+            sock.do_handshake()  # type: ignore[attr-defined]  # within the socket's timeout
         self._on_dead = on_dead
         self._config = heartbeat
         self._label = _peer_label(sock)
         self._timeout: float | None = sock.gettimeout()
         sock.settimeout(0.0)
+        # TLS: SSLWantRead/WriteError also mean "would block", and every call into the TLS
+        # object is made under the state lock. After a TLS write that would block, OpenSSL
+        # needs the same bytes again before any other write: no ping may go first.
+        self._would_block = _WOULD_BLOCK if tls_errors is None else _WOULD_BLOCK + tls_errors
+        self._tls_write_pending = False
 
         self._state_lock = threading.Lock()  # the heartbeat, the inbox, flags; never held long
         # The send turn, a reentrant lock made of state-lock fields (a lock object per socket
@@ -564,7 +575,6 @@ class MonitoredSocket:
 
         # The ping the heartbeat asked for and that is not reported yet (see _service).
         self._request_open = False
-        self._request_due = 0.0
         self._open_record: _PendingPing | None = None
         self._pings_owed = 0  # pings reported as sent while blocked, bytes still to write
         # Pings not fully written yet, oldest first (None when empty: it rarely is not).
@@ -579,7 +589,7 @@ class MonitoredSocket:
         # Scheduler bookkeeping, under its lock: the armed timer (a grid key) and the one weak
         # reference the scheduler holds (it unregisters the monitor when collected).
         self._timer_at: float | None = None
-        self._grid = _grid_for(heartbeat)
+        self._grid = timer_grid(heartbeat)
         self._weak_self = weakref.ref(self, _monitor_collected)
 
         now = time.monotonic()
@@ -897,6 +907,64 @@ class MonitoredSocket:
             if self._io_refs == 0:
                 self._close_locked()
 
+    def unwrap(self) -> PlainSocket:
+        """TLS only: end TLS (``close_notify`` both ways) and return the plain socket.
+
+        The heartbeat stops first and no ping is written afterwards; the exchange waits at most
+        this wrapper's timeout. The returned socket is blocking with this wrapper's timeout;
+        this wrapper is closed (its descriptor now belongs to the returned socket). Pongs
+        still owed are read first (TLS forbids data after our ``close_notify``). Call it where
+        your protocol has the peer send nothing more: application bytes buffered here
+        (:meth:`pending`) or arriving before the peer's ``close_notify`` are not returned.
+        """
+        if self._would_block is _WOULD_BLOCK:
+            raise InvalidSocket("unwrap() needs a TLS socket; this one is plain")
+        deadline, nonblocking = self._call_deadline()
+        self._begin_write(deadline, nonblocking)
+        try:
+            with self._state_lock:
+                self._stop_locked()
+            # Pongs still owed would arrive after our close_notify, which TLS forbids: take
+            # them first (application bytes read meanwhile wait in pending()).
+            while self._heartbeat.outstanding and self._matcher is not None:
+                with self._state_lock:
+                    data = self._read_locked(_UNWRAP_READ, read_on=False)
+                    if data:
+                        self._inbox += data
+                if data == b"":
+                    break
+                if data is None and self._heartbeat.outstanding:
+                    self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
+            while True:
+                with self._state_lock:
+                    self._check_usable()
+                    try:
+                        plain: socket.socket = self._sock.unwrap()  # type: ignore[attr-defined]
+                        break
+                    except self._would_block as exc:
+                        write = type(exc).__name__ == "SSLWantWriteError"
+                    except OSError as exc:
+                        raise self._translate(exc) from exc
+                self._wait(write=write, deadline=deadline, nonblocking=nonblocking)
+            with self._state_lock:
+                self._closed = self._closing = self._fd_closed = True
+                # ssl's unwrap() returns the SSLSocket itself, TLS-less: hand over a plain one.
+                plain = socket.socket(plain.family, plain.type, plain.proto, plain.detach())
+        finally:
+            self._end_write()
+        plain.settimeout(self._timeout)
+        return plain
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached for names a MonitoredSocket does not have.
+        if name in {"family", "type", "proto", "detach"}:
+            raise AttributeError(
+                f"'MonitoredSocket' object has no attribute {name!r}: read it from .socket; "
+                "to use TLS, wrap the socket before monitoring it (monitor(ctx.wrap_socket(sock), "
+                "...) or monitor(sock, ssl=ctx, server_hostname=...)), not after"
+            )
+        raise AttributeError(f"'MonitoredSocket' object has no attribute {name!r}")
+
     def __enter__(self) -> Self:
         return self
 
@@ -996,7 +1064,7 @@ class MonitoredSocket:
         while True:
             try:
                 chunk = self._sock.recv(limit)
-            except (BlockingIOError, InterruptedError):
+            except self._would_block:
                 return None
             except OSError as exc:
                 raise self._read_failed_locked(exc) from exc
@@ -1010,7 +1078,8 @@ class MonitoredSocket:
                     data, pongs = matcher.feed(chunk, self._heartbeat.outstanding)
                 self._note_inbound_locked(len(chunk), pongs, time.monotonic())
                 if not data:  # only a pong (or part of one)
-                    if read_on or len(chunk) == limit:
+                    # (TLS may hold decrypted bytes that poll() cannot see: read on)
+                    if read_on or len(chunk) == limit or self._would_block is not _WOULD_BLOCK:
                         continue
                     return None
             if len(data) > limit:
@@ -1040,7 +1109,7 @@ class MonitoredSocket:
         self._check_usable()
         try:
             count = self._sock.recv_into(view, limit)
-        except (BlockingIOError, InterruptedError):
+        except self._would_block:
             return None
         except OSError as exc:
             raise self._read_failed_locked(exc) from exc
@@ -1053,15 +1122,9 @@ class MonitoredSocket:
     def _note_inbound_locked(self, count: int, pongs: int, now: float) -> None:
         hb = self._heartbeat
         self._bytes_received += count
-        if self._matcher is None and hb.outstanding:
-            pongs = 1  # pong=None: the first bytes after a ping are its reply
-        if pongs:
-            for _ in range(pongs):
-                hb.pong_received(now)  # also counts as bytes received
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
-        else:
-            hb.bytes_received(now)
+        hb.received(now, count, None if self._matcher is None else pongs)
+        if pongs and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
         # Inbound bytes satisfied the heartbeat: a ping it asked for is no longer needed
         # (one already queued is still written and reported, see _ping_written_locked).
         self._request_open = False
@@ -1151,11 +1214,20 @@ class MonitoredSocket:
 
     def _send_some(self, view: memoryview, deadline: float | None, nonblocking: bool) -> int:
         """One successful ``send`` of the start of ``view`` (send turn held)."""
+        tls = self._would_block is not _WOULD_BLOCK
+        if tls:
+            view = view[:_TLS_WRITE_CHUNK]
         while True:
             self._check_usable()
             try:
-                sent = self._sock.send(view)
-            except (BlockingIOError, InterruptedError):
+                if tls:
+                    with self._state_lock:
+                        self._tls_write_pending = True  # until OpenSSL took these bytes
+                        sent = self._sock.send(view)
+                        self._tls_write_pending = False
+                else:
+                    sent = self._sock.send(view)
+            except self._would_block:
                 self._note_write_blocked()
                 self._wait(write=True, deadline=deadline, nonblocking=nonblocking)
                 continue
@@ -1200,7 +1272,7 @@ class MonitoredSocket:
                 record = queue[0]
                 try:
                     sent = self._sock.send(record.remaining)
-                except (BlockingIOError, InterruptedError):
+                except self._would_block:
                     sent = -1
                 if sent > 0:
                     self._write_blocked_since = None
@@ -1241,22 +1313,18 @@ class MonitoredSocket:
                 return
             hb = self._heartbeat
             now = time.monotonic()
-            deadline = hb.deadline if hb.ping_in_flight else None
-            if deadline is not None and now >= deadline:  # this poll may count a miss
-                if _bytes_waiting(self._sock.fileno()):
-                    # The application has not read them yet: life all the same.
-                    hb.bytes_received(now)
+            if hb.miss_possible(now):
+                # New bytes the application has not read yet are life all the same.
+                sock = self._sock
+                if hb.unread(now, unread_bytes(sock.fileno()), receive_capacity(sock)):
                     self._unread_life += 1
                     logger.debug("unread bytes from %s count as life", self._label)
                 stalls = hb.stalls
+                deadline = hb.deadline
                 action = hb.poll(now)
-                if hb.stalls != stalls:
+                if hb.stalls != stalls and deadline is not None:
                     logger.warning(
-                        "heartbeat of %s ran %.3f s late (a stalled thread or process); "
-                        "giving the peer %g s more instead of counting a miss",
-                        self._label,
-                        now - deadline,
-                        self._config.timeout,
+                        "%s: %s", self._label, describe_stall(now - deadline, self._config)
                     )
             else:  # a ping due, or an early wake-up: no miss, no stall possible
                 action = hb.poll(now)
@@ -1273,8 +1341,6 @@ class MonitoredSocket:
                 self._ops += 1  # pings owed to the wire: write them now, not at the next request
             else:  # SendPing
                 if not self._request_open:
-                    due = hb.deadline
-                    self._request_due = now if due is None else due
                     self._open_record = None
                     if self._ping_now_locked(now):
                         return
@@ -1311,13 +1377,18 @@ class MonitoredSocket:
         payload = self._ping
         if type(payload) is not bytes or self._ping_queue or self._pings_owed:
             return False
-        if self._send_owner:  # an application write is under way
+        if self._send_owner or self._tls_write_pending:  # an application write is under way
             return False
         # Nobody can take the send turn meanwhile: that needs the state lock, held here.
         try:
             sent = self._sock.send(payload)
-        except (BlockingIOError, InterruptedError):
+        except self._would_block:
             self._note_write_blocked()
+            if self._would_block is not _WOULD_BLOCK:
+                # OpenSSL holds this ping's record: the next write must repeat these bytes.
+                record = _PendingPing(payload, reported=False)
+                self._queue_ping_locked(record)
+                self._open_record = record
             return False
         except OSError as exc:
             self._stop_locked()
@@ -1352,7 +1423,7 @@ class MonitoredSocket:
 
     def _send_ping(self) -> float | None:
         with self._state_lock:
-            busy = self._send_owner != 0
+            busy = self._send_owner != 0 or self._tls_write_pending
             if not busy:
                 self._take_send_turn_locked(None, nonblocking=True)
         if busy:
@@ -1387,7 +1458,7 @@ class MonitoredSocket:
         with self._state_lock:
             owed = self._pings_owed
             requested = self._request_open and self._open_record is None
-        payloads = [_made_ping(self._ping) for _ in range(owed + requested)]  # user code: no lock
+        payloads = [next_ping(self._ping) for _ in range(owed + requested)]  # user code: no lock
         with self._state_lock:
             self._pings_owed -= owed
             for payload in payloads[:owed]:
@@ -1410,12 +1481,12 @@ class MonitoredSocket:
                 owed = self._pings_owed or self._ping_queue
                 return retry if owed else self._heartbeat.deadline
             blocked_since = self._write_blocked_since
-            if blocked_since is None:
+            if blocked_since is None or not self._heartbeat.ping_due:
                 return retry
-            start = max(blocked_since, self._request_due)
-            if now - start < timeout:
-                return min(retry, start + timeout)
-            self._heartbeat.ping_sent(start)
+            counts_at = self._heartbeat.ping_stuck(now, blocked_since)
+            if counts_at is not None:
+                return min(retry, counts_at)
+            stuck_for = now - blocked_since
             self._blocked_pings += 1
             if self._open_record is not None:
                 self._open_record.reported = True
@@ -1427,7 +1498,7 @@ class MonitoredSocket:
             "ping to %s could not be written for %.3f s (our writes are stuck); "
             "counting it as sent",
             self._label,
-            now - start,
+            stuck_for,
         )
         return now
 

@@ -114,13 +114,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from typing_extensions import Buffer, Self
 
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
-from keepalive.connect import AttemptFailure
+from keepalive.dial import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
 from keepalive.heartbeat import HeartbeatConfig, PongMatcher
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
@@ -148,6 +148,9 @@ __all__ = [
     "SupervisedSocket",
     "Supervisor",
 ]
+
+if TYPE_CHECKING:
+    import ssl as ssl_module
 
 logger = logging.getLogger("keepalive.supervisor")
 logging.getLogger("keepalive").addHandler(logging.NullHandler())
@@ -512,7 +515,10 @@ class Supervisor:
     stay up to reset the backoff. ``connect_timeout``: per address and attempt (default: the
     policy's). Hooks ``on_connect``, ``on_disconnect``, ``on_backoff`` and the per-connection
     ``handler``: see the module docstring. ``rng``: seeds the policy's jitter. ``name``:
-    for thread names and logs (default ``host:port``).
+    for thread names and logs (default ``host:port``). ``ssl`` (an :class:`ssl.SSLContext`)
+    and ``server_hostname`` (default: the address's host): TLS on every connection, its
+    handshake bounded by ``connect_timeout`` and interrupted by :meth:`close`, before
+    ``on_connect``; pings and pongs travel inside TLS, as with :mod:`keepalive.aio`.
 
     Use as a context manager, or :meth:`start` then :meth:`close`. Thread-safe.
     """
@@ -534,8 +540,19 @@ class Supervisor:
         handler: Handler | None = None,
         rng: random.Random | None = None,
         name: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self._address = check_address(address)
+        if ssl is not None:
+            import ssl as ssl_module  # noqa: PLC0415 - only for TLS users
+
+            if not isinstance(ssl, ssl_module.SSLContext):
+                raise InvalidSettingType("ssl", ssl, "an ssl.SSLContext or None")
+        if server_hostname is not None and not isinstance(server_hostname, str):
+            raise InvalidSettingType("server_hostname", server_hostname, "a string or None")
+        self._ssl = ssl
+        self._server_hostname = self._address[0] if server_hostname is None else server_hostname
         if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
             raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
         if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
@@ -745,6 +762,8 @@ class Supervisor:
         logger.debug("connecting to %s (attempt %d)", self._label, attempt + 1)
         try:
             raw = self._dial(attempt)
+            if self._ssl is not None:
+                raw = self._start_tls(raw, self._ssl, attempt)
         except _Cancelled:
             return None
         except Exception as exc:
@@ -836,6 +855,51 @@ class Supervisor:
             last = OSError(f"{host} resolved to no address")
             self._note_failure(AttemptFailure(attempt, None, last))
         raise last
+
+    def _start_tls(
+        self, sock: socket.socket, context: ssl_module.SSLContext, attempt: int
+    ) -> socket.socket:
+        """TLS on the connected ``sock``: a non-blocking handshake in polls close() can wake."""
+        import ssl as ssl_module  # noqa: PLC0415 - only for TLS users
+
+        peer = _peer(sock)
+        try:
+            tls = context.wrap_socket(
+                sock, server_hostname=self._server_hostname, do_handshake_on_connect=False
+            )
+        except BaseException as exc:
+            sock.close()
+            if isinstance(exc, Exception):
+                self._note_failure(AttemptFailure(attempt, peer, exc))
+            raise
+        try:
+            tls.setblocking(False)
+            deadline = time.monotonic() + self._connect_timeout
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl_module.SSLWantReadError:
+                    write = False
+                except ssl_module.SSLWantWriteError:
+                    write = True
+                if self._closing:
+                    raise _Cancelled
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        errno.ETIMEDOUT,
+                        f"TLS handshake timed out after {self._connect_timeout:g} s",
+                    )
+                assert self._waker is not None
+                self._waker.wait(tls, write=write, timeout=remaining)
+            tls.setblocking(True)
+        except BaseException as exc:
+            tls.close()
+            if isinstance(exc, Exception) and not isinstance(exc, _Cancelled):
+                self._note_failure(AttemptFailure(attempt, peer, exc))
+            raise
+        return tls
 
     def _connect_socket(self, sock: socket.socket, sockaddr: Any) -> None:
         """A non-blocking connect, waited for in a poll that close() can wake."""

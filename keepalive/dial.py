@@ -8,31 +8,44 @@ setting is refused before the first connect. Retryable failures (see
 `keepalive.reconnect.is_retryable_default`) are retried per the policy; anything else
 propagates at once. When retrying stops, :class:`~keepalive.ConnectFailed` carries every
 attempt's cause.
+
+Every argument is checked before the first socket is created: a bad one raises an
+:class:`~keepalive.InvalidSetting` (or :class:`~keepalive.InvalidSettingType`) naming it, and
+:func:`check_address` is the address check shared with the supervisors and
+``keepalive.aio.open_connection``.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from keepalive._validate import positive_seconds
+from keepalive._validate import check_address, flag, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import ConnectFailed, InvalidSettingType
+from keepalive.platforms import current
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
 from keepalive.sockets import configure
 
-if TYPE_CHECKING:
-    import random
-
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "AttemptFailure", "connect", "connect_async"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "AttemptFailure",
+    "check_address",
+    "connect",
+    "connect_async",
+]
 
 #: gRPC's MIN_CONNECT_TIMEOUT: long enough for a slow handshake across the world.
 DEFAULT_CONNECT_TIMEOUT = 20.0
 
-Address = tuple[str, int]
+#: The longest wait (connect timeout, backoff delay) handed to the OS: longer ones are this
+#: (about 292 years; 49 days on Windows), since socket timeouts, ``Event.wait`` and
+#: ``time.sleep`` raise OverflowError beyond it.
+_MAX_WAIT = threading.TIMEOUT_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +71,26 @@ class _AttemptError(Exception):
         self.last = failures[-1].error
 
 
-def _check_address(address: object) -> Address:
-    if (
-        not isinstance(address, tuple)
-        or len(address) != 2
-        or not isinstance(address[0], str)
-        or isinstance(address[1], bool)
-        or not isinstance(address[1], int)
-    ):
-        raise InvalidSettingType("address", address, "a (host: str, port: int) tuple")
-    return address[0], address[1]
+def _resolve_error(exc: OSError | ValueError) -> OSError:
+    """A failed name resolution as the OSError it is. A name that Python's IDNA codec refuses
+    (an empty label, one over 63 characters, a lone surrogate) or that holds a NUL never
+    reaches a resolver, and raises UnicodeError or ValueError: it is reported like a name
+    that does not exist, ``socket.gaierror(EAI_NONAME)`` (not retried)."""
+    if isinstance(exc, OSError):
+        return exc
+    error = socket.gaierror(socket.EAI_NONAME, f"not a valid host name ({exc})")
+    error.__cause__ = exc
+    return error
 
 
-def _timeout(connect_timeout: float | None, retry: RetryPolicy | None) -> float:
+def _timeout(connect_timeout: object, retry: RetryPolicy | None) -> float:
     if connect_timeout is not None:
-        return positive_seconds("connect_timeout", connect_timeout)
-    return retry.connect_timeout if retry is not None else DEFAULT_CONNECT_TIMEOUT
+        seconds = positive_seconds("connect_timeout", connect_timeout)
+    elif retry is not None:  # a custom policy's value is checked as strictly as ours
+        seconds = positive_seconds("retry.connect_timeout", retry.connect_timeout)
+    else:
+        seconds = DEFAULT_CONNECT_TIMEOUT
+    return min(seconds, _MAX_WAIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +119,9 @@ class _Dialer:
     def attempt(self, attempt: int) -> socket.socket:
         try:
             infos = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
-        except OSError as exc:
-            raise _AttemptError([AttemptFailure(attempt, None, exc)]) from exc
+        except (OSError, ValueError) as exc:
+            error = _resolve_error(exc)
+            raise _AttemptError([AttemptFailure(attempt, None, error)]) from error
         failures: list[AttemptFailure] = []
         for family, _kind, _proto, _name, sockaddr in infos:
             sock = self.new_socket(family)
@@ -123,8 +141,9 @@ class _Dialer:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise _AttemptError([AttemptFailure(attempt, None, exc)]) from exc
+        except (OSError, ValueError) as exc:
+            error = _resolve_error(exc)
+            raise _AttemptError([AttemptFailure(attempt, None, error)]) from error
         failures: list[AttemptFailure] = []
         for family, _kind, _proto, _name, sockaddr in infos:
             sock = self.new_socket(family)
@@ -159,7 +178,7 @@ class _Dialer:
             raise self.give_up(failures, "no retry", last)
         delay = state.next_delay(last, now=now)
         if delay is not None:
-            return delay
+            return min(delay, _MAX_WAIT)
         if state.stop_reason is StopReason.NOT_RETRYABLE:
             raise last
         reason = "deadline" if state.stop_reason is StopReason.DEADLINE else "exhausted"
@@ -181,17 +200,36 @@ class _Dialer:
 def _dialer(
     address: object,
     *,
-    keepalive: KeepaliveConfig | None,
-    retry: RetryPolicy | None,
-    connect_timeout: float | None,
-    source_address: tuple[str, int] | None,
-    strict: bool,
+    keepalive: object,
+    retry: object,
+    connect_timeout: object,
+    source_address: object,
+    strict: object,
+    rng: object,
 ) -> _Dialer:
-    host, port = _check_address(address)
+    """Check every argument, before any socket exists; the shared state of the attempts."""
+    host, port = check_address(address)
     if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
         raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
-    timeout = _timeout(connect_timeout, retry)
-    return _Dialer(host, port, timeout, keepalive, strict, source_address)
+    cfg = keepalive if isinstance(keepalive, KeepaliveConfig) else None
+    if retry is not None and (isinstance(retry, type) or not isinstance(retry, RetryPolicy)):
+        raise InvalidSettingType(
+            "retry", retry, "a retry policy such as keepalive.Backoff(), or None"
+        )
+    policy = retry if isinstance(retry, RetryPolicy) and not isinstance(retry, type) else None
+    timeout = _timeout(connect_timeout, policy)
+    source = (
+        None
+        if source_address is None
+        else check_address(source_address, field="source_address", allow_port_zero=True)
+    )
+    strict_flag = flag("strict", strict)
+    if rng is not None and not isinstance(rng, random.Random):
+        raise InvalidSettingType("rng", rng, "a random.Random instance or None")
+    if cfg is not None:
+        # Ranges and (strict) support on this platform: refused here, not on the first socket.
+        current().plan(cfg, strict=strict_flag)
+    return _Dialer(host, port, timeout, cfg, strict_flag, source)
 
 
 def connect(
@@ -219,7 +257,12 @@ def connect(
         connect_timeout=connect_timeout,
         source_address=source_address,
         strict=strict,
+        rng=rng,
     )
+    if cancel is not None and (
+        isinstance(cancel, type) or not callable(getattr(cancel, "wait", None))
+    ):
+        raise InvalidSettingType("cancel", cancel, "a threading.Event (an instance) or None")
     state = RetryState(retry, start=time.monotonic(), rng=rng) if retry is not None else None
     failures: list[AttemptFailure] = []
     attempt = 0
@@ -260,6 +303,7 @@ async def connect_async(
         connect_timeout=connect_timeout,
         source_address=source_address,
         strict=strict,
+        rng=rng,
     )
     loop = asyncio.get_running_loop()
     state = RetryState(retry, start=loop.time(), rng=rng) if retry is not None else None
