@@ -1438,9 +1438,13 @@ def _run_heartbeat(
     """Run the heartbeat (keepalive.sync.monitor) for ``run.duration`` seconds, reading every
     inbound byte so pongs are seen at once; fill ``run`` with what happened."""
     from keepalive.errors import PeerUnresponsive  # noqa: PLC0415
+    from keepalive.framing import FixedSize  # noqa: PLC0415
     from keepalive.sync import monitor  # noqa: PLC0415
 
-    conn = monitor(sock, heartbeat=run.config, ping=run.ping, pong=run.pong)
+    # Pongs are matched as whole messages: lines when the pong ends with a newline; any other
+    # pong as records of its own size (what a pure echo of the ping sends back).
+    framing = None if run.pong.endswith(b"\n") else FixedSize(len(run.pong))
+    conn = monitor(sock, heartbeat=run.config, ping=run.ping, pong=run.pong, framing=framing)
     conn.settimeout(_SAMPLE_EVERY)  # recv returns at least this often to sample the counters
     started = time.monotonic()
     deadline = started + run.duration
@@ -1966,7 +1970,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pong",
         type=_bytes_arg,
         metavar="BYTES",
-        help="the peer's answer (default: the ping, echoed)",
+        help="the peer's answer (default: the ping, echoed); matched as a whole line, or, "
+        "without a trailing newline, as records of its own size",
     )
     group.add_argument(
         "--duration",

@@ -22,7 +22,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from keepalive._validate import check_address, flag, positive_seconds
 from keepalive.config import KeepaliveConfig
@@ -81,6 +84,46 @@ def _resolve_error(exc: OSError | ValueError) -> OSError:
     error = socket.gaierror(socket.EAI_NONAME, f"not a valid host name ({exc})")
     error.__cause__ = exc
     return error
+
+
+async def _sock_connect(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: Any, timeout: float
+) -> None:
+    """``loop.sock_connect`` within ``timeout`` seconds (TimeoutError after it).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it loses a cancellation that arrives as the
+    connect completes (it returns the result, and the task goes on as if never cancelled).
+    Here a cancellation always propagates: the connect runs in its own task, and
+    ``asyncio.wait`` never swallows the caller's CancelledError. Either way the connect is
+    stopped (and its selector registration gone) before this returns or raises; the caller
+    closes the socket.
+    """
+    import asyncio  # noqa: PLC0415 - `import keepalive` must not import asyncio
+
+    connecting = asyncio.ensure_future(loop.sock_connect(sock, sockaddr), loop=loop)
+    try:
+        done, _ = await asyncio.wait({connecting}, timeout=timeout)
+    except asyncio.CancelledError:  # stop the connect, whatever its state, then propagate
+        await _stop(connecting)
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit: no more awaiting
+        connecting.cancel()
+        raise
+    if not done:
+        await _stop(connecting)
+        raise TimeoutError("connect timed out")
+    connecting.result()  # the connect's OSError, if any
+
+
+async def _stop(connecting: asyncio.Future[None]) -> None:
+    """Cancel ``connecting`` and wait until it is over (its outcome is dropped; a
+    cancellation of the caller propagates, ``connecting`` being cancelled anyway)."""
+    import asyncio  # noqa: PLC0415 - `import keepalive` must not import asyncio
+
+    connecting.cancel()
+    await asyncio.wait({connecting})
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def _timeout(connect_timeout: object, retry: RetryPolicy | None) -> float:
@@ -149,13 +192,12 @@ class _Dialer:
             sock = self.new_socket(family)
             try:
                 sock.setblocking(False)
-                await asyncio.wait_for(loop.sock_connect(sock, sockaddr), self.timeout)
+                await _sock_connect(loop, sock, sockaddr, self.timeout)
                 return sock
-            except (OSError, asyncio.TimeoutError) as exc:
+            except OSError as exc:  # TimeoutError included
                 sock.close()
-                error = exc if isinstance(exc, OSError) else TimeoutError("connect timed out")
-                failures.append(AttemptFailure(attempt, tuple(sockaddr), error))
-            except BaseException:
+                failures.append(AttemptFailure(attempt, tuple(sockaddr), exc))
+            except BaseException:  # cancelled (even if the connect completed): close it
                 sock.close()
                 raise
         raise self.failed(attempt, failures)

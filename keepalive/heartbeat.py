@@ -60,7 +60,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Protocol, TypeAlias, cast, runtime_checkable
+from typing import Final, TypeAlias, cast
 
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -71,19 +71,20 @@ __all__ = [
     "Heartbeat",
     "HeartbeatConfig",
     "HeartbeatState",
+    "MAX_SECONDS",
     "PingSource",
     "PeerDead",
-    "PongFilter",
-    "PongMatcher",
     "SendPing",
     "Wait",
     "check_ping",
     "describe_stall",
     "grid_time",
-    "make_pong_matcher",
     "next_ping",
     "timer_grid",
 ]
+
+MAX_SECONDS: Final = 365 * 24 * 3600.0
+"""The longest ``interval`` or ``timeout`` a :class:`HeartbeatConfig` takes (a year)."""
 
 # RFC 6298 section 2: SRTT <- (1 - alpha) * SRTT + alpha * R', alpha = 1/8.
 _SRTT_ALPHA = 0.125
@@ -113,8 +114,11 @@ class HeartbeatConfig:
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (ints become floats, so equal configs
         # hash equally however the seconds were spelt).
-        object.__setattr__(self, "interval", positive_seconds("interval", self.interval))
-        object.__setattr__(self, "timeout", positive_seconds("timeout", self.timeout))
+        for field in ("interval", "timeout"):
+            seconds = positive_seconds(field, getattr(self, field))
+            if seconds > MAX_SECONDS:  # beyond every timer API's range (threading, Windows)
+                raise InvalidSetting(field, seconds, f"at most {MAX_SECONDS:g} s (a year)")
+            object.__setattr__(self, field, seconds)
         object.__setattr__(self, "misses", positive_int("misses", self.misses))
 
     @property
@@ -651,147 +655,3 @@ def next_ping(ping: bytes | Callable[[], object]) -> bytes:
     if not payload:
         raise InvalidSetting("ping()", value, "non-empty bytes")
     return payload
-
-
-# ---------------------------------------------------------------- pong filtering
-
-
-@runtime_checkable
-class PongMatcher(Protocol):
-    """Finds and removes pongs in an inbound byte stream, for drivers that filter pongs.
-
-    Implement it for protocols whose pongs a fixed token cannot describe (framed messages,
-    say). Rules every implementation must keep: never lose, duplicate or reorder an
-    application byte; remove at most ``outstanding`` pongs per call; bytes may be held back
-    across calls only while ``outstanding > 0`` and must be returned by a later ``feed`` or by
-    ``flush``.
-    """
-
-    def feed(self, data: bytes, outstanding: int) -> tuple[bytes, int]:
-        """Take inbound ``data``; return (bytes for the application, pongs removed).
-
-        ``outstanding`` is :attr:`Heartbeat.outstanding`: pings whose pong is still due.
-        """
-        ...
-
-    def flush(self) -> bytes:
-        """Return every byte held back (at end of stream, or when giving up on pongs)."""
-        ...
-
-
-class PongFilter:
-    """Removes a fixed pong ``token`` from an inbound byte stream: a :class:`PongMatcher`.
-
-    The token is removed only while pings are outstanding, at most one per outstanding ping,
-    searching left to right. A chunk ending in what may be the start of a token holds those
-    bytes back, only while a ping is outstanding, until the next chunk tells whether they
-    are a pong; if not they are passed on unchanged. :meth:`flush` releases anything held.
-
-    Holding cannot stall a live peer: bytes are held only while a pong is owed, and the pong
-    that resolves them is on its way. Choose a token the application's data cannot contain
-    while a ping is outstanding (or write a :class:`PongMatcher` that understands your
-    framing); with one the peer sends only between messages, the application sees exactly
-    its own bytes, in order.
-    """
-
-    __slots__ = ("_held", "_token")
-
-    def __init__(self, token: bytes | bytearray | memoryview) -> None:
-        self._token = _pong_token("token", token)
-        self._held = b""
-
-    @property
-    def token(self) -> bytes:
-        """The pong token this filter removes."""
-        return self._token
-
-    @property
-    def held(self) -> bytes:
-        """Bytes held back because they may be the start of a pong."""
-        return self._held
-
-    def feed(self, data: bytes, outstanding: int) -> tuple[bytes, int]:
-        """Take inbound ``data``; return (bytes for the application, pongs removed).
-
-        ``outstanding`` is :attr:`Heartbeat.outstanding` (pings whose pong is still due);
-        a negative count raises :class:`~keepalive.errors.InvalidSetting`.
-        """
-        if outstanding <= 0:
-            if outstanding < 0:
-                raise InvalidSetting("outstanding", outstanding, "a whole number >= 0")
-            if not self._held:
-                return data, 0  # the common case: nothing owed, nothing held
-            buffer = self._held + data
-            self._held = b""
-            return buffer, 0
-        token = self._token
-        if not self._held and data == token:
-            return b"", 1  # the other common case: exactly the pong that is owed
-        buffer = self._held + data if self._held else bytes(data)
-        parts: list[bytes] = []
-        position = 0
-        removed = 0
-        while removed < outstanding:
-            found = buffer.find(token, position)
-            if found < 0:
-                break
-            parts.append(buffer[position:found])
-            position = found + len(token)
-            removed += 1
-        held_length = 0
-        if removed < outstanding:
-            held_length = _longest_suffix_prefix(buffer, position, token)
-        end = len(buffer) - held_length
-        parts.append(buffer[position:end])
-        self._held = buffer[end:]
-        return b"".join(parts), removed
-
-    def flush(self) -> bytes:
-        """Return and forget the bytes held back (call at end of stream)."""
-        held, self._held = self._held, b""
-        return held
-
-    def __repr__(self) -> str:
-        return f"PongFilter({self._token!r})"
-
-
-def make_pong_matcher(
-    pong: bytes | bytearray | memoryview | PongMatcher | None,
-) -> PongMatcher | None:
-    """Turn a driver's ``pong`` argument into a matcher.
-
-    Bytes (or another bytes-like object) give a :class:`PongFilter` for that token, ``None``
-    means no filtering (returned as ``None``: every inbound byte goes to the application),
-    and any :class:`PongMatcher` is returned as it is. Anything else, a ``str`` included,
-    raises :class:`~keepalive.errors.InvalidSettingType`; empty bytes raise
-    :class:`~keepalive.errors.InvalidSetting`.
-    """
-    if pong is None:
-        return None
-    if isinstance(pong, (bytes, bytearray, memoryview)):
-        return PongFilter(_pong_token("pong", pong))
-    if isinstance(pong, PongMatcher):
-        return pong
-    raise InvalidSettingType("pong", pong, _PONG_ALLOWED)
-
-
-_PONG_ALLOWED = "a non-empty bytes token, a PongMatcher (feed and flush methods) or None"
-
-
-def _pong_token(field: str, value: object) -> bytes:
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        hint = "encode text first, e.g. b'PONG\\n'" if isinstance(value, str) else None
-        raise InvalidSettingType(field, value, "a non-empty bytes token", hint=hint)
-    token = bytes(value)
-    if not token:
-        raise InvalidSetting(field, value, "a non-empty bytes token")
-    return token
-
-
-def _longest_suffix_prefix(buffer: bytes, start: int, token: bytes) -> int:
-    """Length of the longest end of ``buffer[start:]`` that is a proper prefix of ``token``."""
-    available = len(buffer) - start
-    for length in range(min(len(token) - 1, available), 0, -1):
-        if buffer.endswith(token[:length]):
-            return length
-    return 0

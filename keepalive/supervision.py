@@ -24,8 +24,7 @@ import random
 from dataclasses import dataclass
 
 from keepalive._validate import check_address, positive_seconds
-from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.heartbeat import PongMatcher, make_pong_matcher
+from keepalive.errors import ConnectFailed, InvalidSettingType, PeerUnresponsive
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
 
 __all__ = [
@@ -35,8 +34,6 @@ __all__ = [
     "SupervisorStats",
     "check_address",
     "check_callable",
-    "check_ping",
-    "check_pong",
     "classify_disconnect",
 ]
 
@@ -255,29 +252,3 @@ def check_callable(field: str, value: object, shape: str) -> None:
     """A hook is a callable or None."""
     if value is not None and not callable(value):
         raise InvalidSettingType(field, value, f"a callable {shape} or None")
-
-
-def check_ping(ping: object) -> None:
-    """Non-empty ping bytes, or a callable that makes them."""
-    allowed = "non-empty bytes, or a callable returning non-empty bytes"
-    if isinstance(ping, (bytes, bytearray, memoryview)):
-        if not bytes(ping):
-            raise InvalidSetting("ping", ping, allowed)
-    elif not callable(ping):
-        raise InvalidSettingType("ping", ping, allowed)
-
-
-def check_pong(pong: object) -> None:
-    """A pong token, a factory of matchers (one per connection: matchers keep state), or None."""
-    allowed = "a non-empty bytes token, a PongMatcher factory or None"
-    if pong is None or callable(pong):
-        return
-    if isinstance(pong, (bytes, bytearray, memoryview)):
-        make_pong_matcher(pong)  # raises for an empty token
-        return
-    hint = None
-    if isinstance(pong, PongMatcher):
-        hint = "a matcher keeps state per stream: pass a factory, e.g. its class"
-    elif isinstance(pong, str):
-        hint = "encode text first, e.g. b'PONG\\n'"
-    raise InvalidSettingType("pong", pong, allowed, hint=hint)

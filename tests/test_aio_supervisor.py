@@ -42,7 +42,8 @@ from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.heartbeat import HeartbeatConfig, PongFilter
+from keepalive.framing import Lines, MessagePongs
+from keepalive.heartbeat import HeartbeatConfig
 from keepalive.pytest_plugin import FaultProxyFactory, echo_server, fault_proxy  # noqa: F401
 from keepalive.reconnect import Backoff, StopReason
 from keepalive.supervision import DisconnectReason, SupervisorState
@@ -709,15 +710,15 @@ def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
 
 
 def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:
-    made: list[PongFilter] = []
+    made: list[MessagePongs] = []
 
-    def matcher() -> PongFilter:
-        made.append(PongFilter(b"PONG\n"))
+    def matcher() -> MessagePongs:
+        made.append(MessagePongs(b"PONG\n", Lines()))
         return made[-1]
 
     async def main() -> None:
         async with Supervisor(
-            echo_server.address, heartbeat=FAST, pong=matcher, retry=QUICK
+            echo_server.address, heartbeat=FAST, pong_matcher=matcher, retry=QUICK
         ) as sup:
             await sup.wait_connected(timeout=WAIT)
             echo_server.kill_connections()
@@ -1021,7 +1022,7 @@ def test_waiters_are_woken_by_close() -> None:
         ({"ping": b""}, "ping", InvalidSetting),
         ({"ping": "PING\n"}, "ping", InvalidSettingType),
         ({"pong": "PONG\n"}, "pong", InvalidSettingType),
-        ({"pong": PongFilter(b"PONG\n")}, "pong", InvalidSettingType),
+        ({"pong": MessagePongs(b"PONG\n", Lines())}, "pong", InvalidSettingType),
         ({"retry": 3}, "retry", InvalidSettingType),
         ({"healthy_after": -1}, "healthy_after", InvalidSetting),
         ({"connect_timeout": 0}, "connect_timeout", InvalidSetting),

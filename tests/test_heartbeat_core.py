@@ -19,15 +19,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import keepalive.heartbeat as heartbeat_module
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.framing import make_pong_matcher
 from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
     PeerDead,
-    PongFilter,
-    PongMatcher,
     SendPing,
     Wait,
-    make_pong_matcher,
 )
 
 # Float sums such as last + interval + timeout + timeout may differ from last + bound in the
@@ -703,226 +701,9 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[start:end] for start, end in itertools.pairwise(edges)]
 
 
-class TestPongFilter:
-    def test_removes_token_while_ping_outstanding(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"abcPONG\ndef", 1) == (b"abcdef", 1)
-
-    def test_token_passes_through_when_nothing_outstanding(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"PONG\nPONG\n", 0) == (b"PONG\nPONG\n", 0)
-        assert matcher.held == b""
-
-    def test_at_most_one_token_per_outstanding_ping(self) -> None:
-        matcher = PongFilter(b"P")
-        assert matcher.feed(b"aPbPcPd", 2) == (b"abcPd", 2)
-
-    def test_partial_token_held_and_resolved_as_pong(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"xyPO", 1) == (b"xy", 0)
-        assert matcher.held == b"PO"
-        assert matcher.feed(b"NG\nz", 1) == (b"z", 1)
-        assert matcher.held == b""
-
-    def test_partial_token_released_unchanged_when_not_a_pong(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"xyPON", 1) == (b"xy", 0)
-        assert matcher.feed(b"D", 1) == (b"POND", 0)
-
-    def test_nothing_held_once_every_ping_is_answered(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"PONG\nPO", 1) == (b"PO", 1)
-        assert matcher.held == b""
-
-    def test_held_bytes_released_when_no_longer_outstanding(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"aPO", 1) == (b"a", 0)
-        assert matcher.feed(b"b", 0) == (b"POb", 0)
-
-    def test_flush_releases_held_bytes(self) -> None:
-        matcher = PongFilter(b"PONG\n")
-        assert matcher.feed(b"aPONG", 1) == (b"a", 0)
-        assert matcher.flush() == b"PONG"
-        assert matcher.flush() == b""
-        assert matcher.held == b""
-
-    def test_self_overlapping_token_holds_the_longest_candidate(self) -> None:
-        matcher = PongFilter(b"aab")
-        assert matcher.feed(b"xaa", 1) == (b"x", 0)
-        assert matcher.feed(b"a", 1) == (b"a", 0)  # "aaa": only the last "aa" may start it
-        assert matcher.held == b"aa"
-        assert matcher.feed(b"by", 1) == (b"y", 1)
-
-    def test_bytes_around_a_removed_token_are_not_joined_into_one(self) -> None:
-        matcher = PongFilter(b"ab")
-        assert matcher.feed(b"aabb", 2) == (b"ab", 1)
-
-    def test_negative_outstanding_refused(self) -> None:
-        with pytest.raises(InvalidSetting) as caught:
-            PongFilter(b"P").feed(b"x", -1)
-        assert caught.value.field == "outstanding"
-
-    @pytest.mark.parametrize("token", [b"", bytearray()])
-    def test_empty_token_refused(self, token: bytes) -> None:
-        with pytest.raises(InvalidSetting) as caught:
-            PongFilter(token)
-        assert caught.value.field == "token"
-        assert "non-empty" in str(caught.value)
-
-    def test_text_token_refused_with_hint(self) -> None:
-        with pytest.raises(InvalidSettingType) as caught:
-            PongFilter("PONG")  # type: ignore[arg-type]
-        assert "encode" in str(caught.value)
-
-    def test_bytes_like_token_accepted(self) -> None:
-        assert PongFilter(bytearray(b"PONG")).token == b"PONG"
-        assert PongFilter(memoryview(b"PONG")).token == b"PONG"
-
-    def test_is_a_pong_matcher(self) -> None:
-        assert isinstance(PongFilter(b"P"), PongMatcher)
-        assert repr(PongFilter(b"P")) == "PongFilter(b'P')"
-
-    @settings(max_examples=300, deadline=None)
-    @given(
-        prefix=st.binary(max_size=5).map(lambda raw: bytes(b % 3 + 97 for b in raw)),
-        pieces=st.lists(
-            st.one_of(
-                st.binary(max_size=12).map(lambda raw: bytes(b % 3 + 97 for b in raw)),
-                st.none(),  # a pong
-            ),
-            max_size=30,
-        ),
-        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
-        extras=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=10),
-    )
-    def test_application_gets_exactly_its_bytes(
-        self,
-        prefix: bytes,
-        pieces: list[bytes | None],
-        cuts: list[int],
-        extras: list[int],
-    ) -> None:
-        """Application bytes over {a, b, c} with pongs at random places, in random chunks.
-
-        The token is ``prefix + b"Z"`` so that the application (which never sends ``Z``) can
-        send any part of a pong's beginning, even several overlapping ones, yet never a
-        whole pong: every pong in the stream is exactly one the peer sent.
-        """
-        token = prefix + b"Z"
-        stream = b""
-        application = b""
-        pong_starts: list[int] = []
-        for piece in pieces:
-            if piece is None:
-                pong_starts.append(len(stream))
-                stream += token
-            else:
-                stream += piece
-                application += piece
-        matcher = PongFilter(token)
-        received = b""
-        removed_total = 0
-        extra = iter(extras * 100)
-        offset = 0
-        for chunk in split_at(stream, cuts):
-            offset += len(chunk)
-            # The driver has sent a ping for every pong that has started to arrive (and maybe
-            # for pongs still to come); removed ones are no longer outstanding.
-            started = sum(1 for start in pong_starts if start < offset)
-            outstanding = started - removed_total + next(extra)
-            assert outstanding >= 0
-            out, removed = matcher.feed(chunk, outstanding)
-            assert removed <= outstanding
-            received += out
-            removed_total += removed
-            # Held bytes are always a possible start of a pong, and only while one is owed.
-            assert len(matcher.held) < len(token)
-            assert token.startswith(matcher.held)
-            if outstanding - removed == 0:
-                assert matcher.held == b""
-        received += matcher.flush()
-        assert received == application
-        assert removed_total == len(pong_starts)
-
-    @settings(max_examples=300, deadline=None)
-    @given(
-        token=st.binary(min_size=1, max_size=4).map(lambda raw: bytes(b % 2 + 97 for b in raw)),
-        stream=st.binary(max_size=60).map(lambda raw: bytes(b % 3 + 97 for b in raw)),
-        limit=st.integers(min_value=0, max_value=6),
-        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
-    )
-    def test_chunking_never_changes_the_result(
-        self, token: bytes, stream: bytes, limit: int, cuts: list[int]
-    ) -> None:
-        """Any stream (tokens overlapping, straddling, repeated), any split: same as one piece."""
-        matcher = PongFilter(token)
-        received = b""
-        removed_total = 0
-        for chunk in split_at(stream, cuts):
-            out, removed = matcher.feed(chunk, limit - removed_total)
-            received += out
-            removed_total += removed
-        received += matcher.flush()
-        assert (received, removed_total) == reference_filter(stream, token, limit)
-
-    @settings(max_examples=200, deadline=None)
-    @given(
-        token=st.binary(min_size=1, max_size=4),
-        stream=st.binary(max_size=60),
-        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
-    )
-    def test_nothing_outstanding_passes_every_chunk_unchanged(
-        self, token: bytes, stream: bytes, cuts: list[int]
-    ) -> None:
-        matcher = PongFilter(token)
-        for chunk in split_at(stream + token + stream, cuts):
-            assert matcher.feed(chunk, 0) == (chunk, 0)
-            assert matcher.held == b""
-
-
-class TestMakePongMatcher:
-    def test_bytes_give_a_filter(self) -> None:
-        matcher = make_pong_matcher(b"PONG\n")
-        assert isinstance(matcher, PongFilter)
-        assert matcher.token == b"PONG\n"
-        assert isinstance(make_pong_matcher(bytearray(b"P")), PongFilter)
-
-    def test_none_means_no_filtering(self) -> None:
-        assert make_pong_matcher(None) is None
-
-    def test_custom_matcher_returned_as_is(self) -> None:
-        class LineMatcher:
-            def feed(self, data: bytes, outstanding: int) -> tuple[bytes, int]:
-                return data, 0
-
-            def flush(self) -> bytes:
-                return b""
-
-        custom = LineMatcher()
-        assert make_pong_matcher(custom) is custom
-
-    @pytest.mark.parametrize("value", ["PONG", 5, object()])
-    def test_other_types_refused(self, value: object) -> None:
-        with pytest.raises(InvalidSettingType) as caught:
-            make_pong_matcher(value)  # type: ignore[arg-type]
-        assert caught.value.field == "pong"
-
-    def test_matcher_without_flush_refused(self) -> None:
-        class FeedOnly:
-            def feed(self, data: bytes, outstanding: int) -> tuple[bytes, int]:
-                return data, 0
-
-        with pytest.raises(InvalidSettingType):
-            make_pong_matcher(FeedOnly())  # type: ignore[arg-type]
-
-    def test_empty_pong_refused(self) -> None:
-        with pytest.raises(InvalidSetting) as caught:
-            make_pong_matcher(b"")
-        assert caught.value.field == "pong"
-
-
 def test_heartbeat_and_filter_together() -> None:
-    """A fake driver: the pong arrives split and wrapped in application bytes."""
+    """A fake driver: the pong arrives split, between application lines; a line that merely
+    contains the pong, or one equal to it while nothing is owed, is the application's."""
     hb = Heartbeat(HeartbeatConfig(interval=5, timeout=2), now=0.0)
     matcher = make_pong_matcher(b"PONG\n")
     assert matcher is not None
@@ -932,18 +713,18 @@ def test_heartbeat_and_filter_together() -> None:
         nonlocal application
         out, pongs = matcher.feed(data, hb.outstanding)
         application += out
-        hb.bytes_received(now)
-        for _ in range(pongs):
-            hb.pong_received(now)
+        hb.received(now, len(data), pongs)
 
     receive(b"PONG\nhello ", 1.0)  # no ping outstanding: this is application data
     ping(hb, 6.0)
-    receive(b"world PO", 6.25)
+    receive(b"world PONG\n", 6.1)  # inside a line: not a pong
+    assert hb.outstanding == 1
+    receive(b"PO", 6.25)
     assert hb.rtt is None
     assert hb.outstanding == 1
     receive(b"NG\n!", 6.5)
     assert hb.rtt == 0.5
     assert hb.outstanding == 0
     application += matcher.flush()
-    assert application == b"PONG\nhello world !"
+    assert application == b"PONG\nhello world PONG\n!"
     assert hb.poll(6.5) == Wait(11.5)

@@ -27,7 +27,8 @@ import keepalive
 import keepalive.sync
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.heartbeat import HeartbeatConfig, PongFilter
+from keepalive.framing import Lines, MessagePongs
+from keepalive.heartbeat import HeartbeatConfig
 from keepalive.pytest_plugin import FaultProxyFactory
 from keepalive.reconnect import Backoff, StopReason
 from keepalive.supervision import DisconnectReason, SupervisorState
@@ -653,13 +654,13 @@ def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
 
 
 def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:
-    made: list[PongFilter] = []
+    made: list[MessagePongs] = []
 
-    def matcher() -> PongFilter:
-        made.append(PongFilter(b"PONG\n"))
+    def matcher() -> MessagePongs:
+        made.append(MessagePongs(b"PONG\n", Lines()))
         return made[-1]
 
-    with Supervisor(echo_server.address, heartbeat=FAST, pong=matcher, retry=QUICK) as sup:
+    with Supervisor(echo_server.address, heartbeat=FAST, pong_matcher=matcher, retry=QUICK) as sup:
         sup.wait_connected(timeout=WAIT)
         echo_server.kill_connections()
         wait_until(lambda: len(made) == 2 and sup.connection is not None)
@@ -828,7 +829,7 @@ def test_wait_connected_before_start_and_timeout() -> None:
         ({"ping": b""}, "ping", InvalidSetting),
         ({"ping": "PING\n"}, "ping", InvalidSettingType),
         ({"pong": "PONG\n"}, "pong", InvalidSettingType),
-        ({"pong": PongFilter(b"PONG\n")}, "pong", InvalidSettingType),
+        ({"pong": MessagePongs(b"PONG\n", Lines())}, "pong", InvalidSettingType),
         ({"retry": 3}, "retry", InvalidSettingType),
         ({"healthy_after": -1}, "healthy_after", InvalidSetting),
         ({"connect_timeout": 0}, "connect_timeout", InvalidSetting),

@@ -83,8 +83,10 @@ Design (what a reader of the code needs to know):
   stopped reading (the transport paused reading): they mean the application is behind the
   peer, and a full receive buffer would keep any pong out. Detection resumes, within the
   bound, once the application reads again.
-* **pong.** Bytes: a :class:`~keepalive.heartbeat.PongFilter` removes that token (only while
-  pings are outstanding). A :class:`~keepalive.heartbeat.PongMatcher`: yours (one per
+* **pong.** Bytes (or a predicate on messages): a whole inbound message equal to it, at a
+  message boundary of ``framing`` (default: lines for a pong ending in a newline), is removed
+  while a ping is owed, at most one per ping (:mod:`keepalive.framing`); nothing else is ever
+  touched. A :class:`~keepalive.framing.PongMatcher`: yours (one per
   connection). ``None``: no filtering, the application reads the replies; any inbound byte is
   life, and the first chunk after a ping counts as its answer (an RTT sample that is exact
   for a peer that was otherwise silent, as it is whenever a ping is sent).
@@ -115,19 +117,18 @@ from keepalive._unread import receive_capacity, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
+from keepalive.framing import Framing, PongSource, make_pong_matcher
 from keepalive.heartbeat import (
     Action,
     Heartbeat,
     HeartbeatConfig,
     PeerDead,
     PingSource,
-    PongMatcher,
     SendPing,
     Wait,
     check_ping,
     describe_stall,
     grid_time,
-    make_pong_matcher,
     next_ping,
     timer_grid,
 )
@@ -164,10 +165,6 @@ logger = logging.getLogger("keepalive.aio")
 # logging, and never through logging's "last resort" stderr handler.
 logging.getLogger("keepalive").addHandler(logging.NullHandler())
 
-
-PongSource: TypeAlias = bytes | bytearray | memoryview | PongMatcher | None
-"""A pong: bytes removed from the stream, a :class:`~keepalive.heartbeat.PongMatcher`, or
-``None`` (replies stay in the stream; any inbound byte counts)."""
 
 OnDead: TypeAlias = Callable[["HeartbeatProtocol", PeerUnresponsive], object]
 """Called once with the error when the peer is declared dead; may return an awaitable."""
@@ -471,7 +468,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     ``ping`` is written whenever the core asks for one: bytes, or a callable returning bytes.
     ``pong`` is what the peer answers: bytes (removed from the stream), a
-    :class:`~keepalive.heartbeat.PongMatcher` (used for this connection only) or ``None`` (left
+    :class:`~keepalive.framing.PongMatcher` (used for this connection only) or ``None`` (left
     in the stream for the application). ``on_dead(monitor, exc)`` is called once when the peer is
     declared dead, after the transport was aborted and ``protocol.connection_lost(exc)``
     delivered; it may be a coroutine function. An instance serves one connection.
@@ -509,6 +506,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         *,
         ping: PingSource = _DEFAULT_PING,
         pong: PongSource = _DEFAULT_PONG,
+        framing: Framing | None = None,
         on_dead: OnDead | None = None,
     ) -> None:
         if not isinstance(heartbeat, HeartbeatConfig):
@@ -522,7 +520,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         self._config = heartbeat
         self._grid = timer_grid(heartbeat)
         self._ping = check_ping(ping)
-        self._matcher = make_pong_matcher(pong)
+        self._matcher = make_pong_matcher(pong, framing)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType(
                 "on_dead", on_dead, "a callable taking (monitor, error), or None"
@@ -987,6 +985,7 @@ def monitor_transport(
     heartbeat: HeartbeatConfig,
     ping: PingSource = _DEFAULT_PING,
     pong: PongSource = _DEFAULT_PONG,
+    framing: Framing | None = None,
     on_dead: OnDead | None = None,
     keepalive: KeepaliveConfig | None = None,
 ) -> HeartbeatProtocol:
@@ -1007,7 +1006,9 @@ def monitor_transport(
     if transport.is_closing():
         raise InvalidSetting("transport", transport, "an open transport (this one is closing)")
     inner = current if protocol is None else protocol
-    monitor = HeartbeatProtocol(inner, heartbeat, ping=ping, pong=pong, on_dead=on_dead)
+    monitor = HeartbeatProtocol(
+        inner, heartbeat, ping=ping, pong=pong, framing=framing, on_dead=on_dead
+    )
     if keepalive is not None:
         _configure_kernel(transport, keepalive)
     transport.set_protocol(monitor)
@@ -1022,6 +1023,7 @@ def wrap(
     heartbeat: HeartbeatConfig,
     ping: PingSource = _DEFAULT_PING,
     pong: PongSource = _DEFAULT_PONG,
+    framing: Framing | None = None,
     on_dead: OnDead | None = None,
     keepalive: KeepaliveConfig | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -1042,6 +1044,7 @@ def wrap(
         heartbeat=heartbeat,
         ping=ping,
         pong=pong,
+        framing=framing,
         on_dead=on_dead,
         keepalive=keepalive,
     )
@@ -1056,6 +1059,7 @@ async def open_connection(
     heartbeat: HeartbeatConfig | None = None,
     ping: PingSource = _DEFAULT_PING,
     pong: PongSource = _DEFAULT_PONG,
+    framing: Framing | None = None,
     on_dead: OnDead | None = None,
     retry: RetryPolicy | None = None,
     connect_timeout: float | None = None,
@@ -1068,12 +1072,12 @@ async def open_connection(
     ``keepalive``: a :class:`~keepalive.KeepaliveConfig` (``None``: the socket is left as it
     is). ``heartbeat``: a :class:`~keepalive.heartbeat.HeartbeatConfig` (``None``: no
     heartbeat; ``ping``, ``pong`` are then unused and ``on_dead`` must be ``None``). ``ping``:
-    bytes or a callable returning the next ping's bytes. ``pong``: bytes to remove from the
-    stream, a :class:`~keepalive.heartbeat.PongMatcher`, or ``None`` (any reply counts; the
-    application reads it). ``on_dead(monitor, exc)``: called once when the peer is declared
-    dead (sync or coroutine function). ``limit`` and ``**kwargs`` (``ssl``,
-    ``server_hostname``, ``sock``, ``local_addr``, ...) go to :class:`asyncio.StreamReader`
-    and :meth:`loop.create_connection`.
+    bytes or a callable returning the next ping's bytes. ``pong``, ``framing``: the reply,
+    removed only as a whole inbound message (see :func:`keepalive.framing.make_pong_matcher`),
+    or ``None`` (any reply counts; the application reads it). ``on_dead(monitor, exc)``:
+    called once when the peer is declared dead (sync or coroutine function). ``limit`` and
+    ``**kwargs`` (``ssl``, ``server_hostname``, ``sock``, ``local_addr``, ...) go to
+    :class:`asyncio.StreamReader` and :meth:`loop.create_connection`.
 
     Connecting. With ``retry``, ``connect_timeout`` or ``keepalive`` (and no ``sock=``) the
     TCP connection is made by :func:`keepalive.connect_async`: keepalive is configured before
@@ -1110,7 +1114,7 @@ async def open_connection(
     protocol: asyncio.BaseProtocol = stream_protocol
     if heartbeat is not None:
         protocol = HeartbeatProtocol(
-            stream_protocol, heartbeat, ping=ping, pong=pong, on_dead=on_dead
+            stream_protocol, heartbeat, ping=ping, pong=pong, framing=framing, on_dead=on_dead
         )
     if dial is None:
         transport = await _connect_once(loop, protocol, host, port, kwargs)

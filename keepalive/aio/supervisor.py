@@ -121,7 +121,8 @@ from keepalive._validate import positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import AttemptFailure, connect_async
 from keepalive.errors import ConnectFailed, InvalidSettingType
-from keepalive.heartbeat import HeartbeatConfig, PongMatcher
+from keepalive.framing import Framing, PongMatcher, PongSource, pong_matcher_factory
+from keepalive.heartbeat import HeartbeatConfig, check_ping
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
 from keepalive.supervision import (
     DisconnectReason,
@@ -130,8 +131,6 @@ from keepalive.supervision import (
     SupervisorStats,
     check_address,
     check_callable,
-    check_ping,
-    check_pong,
     classify_disconnect,
 )
 
@@ -153,10 +152,6 @@ _FAILURES_KEPT: Final = 64  # attempt failures of the current outage kept for Co
 # iteration in practice); a bound, so that close() can never hang on it.
 _TEARDOWN_LIMIT: Final = 1.0
 # ConnectFailed.reason when the policy gave up ("failed": the supervisor task itself failed)
-
-PongSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], PongMatcher] | None
-"""A pong token, a factory making one :class:`~keepalive.heartbeat.PongMatcher` per
-connection (a matcher keeps per-stream state, so it is never shared), or ``None``."""
 
 _End: TypeAlias = tuple[DisconnectReason, BaseException | None]
 
@@ -350,7 +345,9 @@ class Supervisor:
 
     ``keepalive``: kernel keepalive for each socket (``None``: leave it). ``heartbeat``,
     ``ping``, ``pong``: the application-level heartbeat (``None``: none); ``pong`` is a token,
-    a factory of :class:`~keepalive.heartbeat.PongMatcher` or ``None``. ``retry``: the
+    a predicate on messages or ``None``, matched per ``framing``
+    (:func:`keepalive.framing.make_pong_matcher`); ``pong_matcher``: a factory of your own
+    :class:`~keepalive.framing.PongMatcher` instead (one per connection). ``retry``: the
     reconnect policy (:class:`~keepalive.reconnect.Backoff` or any
     :class:`~keepalive.reconnect.RetryPolicy`). ``healthy_after``: seconds a connection must
     stay up to reset the backoff. ``connect_timeout``: per address and attempt (default: the
@@ -372,6 +369,8 @@ class Supervisor:
         heartbeat: HeartbeatConfig | None = None,
         ping: aio.PingSource = b"PING\n",
         pong: PongSource = b"PONG\n",
+        framing: Framing | None = None,
+        pong_matcher: Callable[[], PongMatcher] | None = None,
         retry: RetryPolicy = Backoff(),  # noqa: B008 - immutable value
         healthy_after: float = 30.0,
         connect_timeout: float | None = None,
@@ -391,7 +390,7 @@ class Supervisor:
         if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
         check_ping(ping)
-        check_pong(pong)
+        self._new_matcher = pong_matcher_factory(pong, framing, pong_matcher)
         if not isinstance(retry, RetryPolicy):
             raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
         if rng is not None and not isinstance(rng, random.Random):
@@ -415,7 +414,6 @@ class Supervisor:
         self._keepalive = keepalive
         self._heartbeat = heartbeat
         self._ping = ping
-        self._pong = pong
         self._tls: dict[str, object] = {}
         if ssl is not None:
             self._tls = {
@@ -601,6 +599,7 @@ class Supervisor:
 
     async def _supervise(self) -> None:
         while True:
+            self._check_open()
             outcome = await self._attempt()
             if isinstance(outcome, SupervisedConnection):
                 try:
@@ -629,9 +628,12 @@ class Supervisor:
         monitor: aio.HeartbeatProtocol | None = None
         try:
             if self._heartbeat is not None:
-                pong = self._pong() if callable(self._pong) else self._pong
+                pong = self._new_matcher()
                 monitor = aio.HeartbeatProtocol(watch, self._heartbeat, ping=self._ping, pong=pong)
             sock = await self._dial(attempt)
+            if self._closing:  # closed, and the cancellation was lost on the way
+                sock.close()
+                raise asyncio.CancelledError
             protocol = watch if monitor is None else monitor
             transport = await aio._start_transport(
                 loop, protocol, sock, self._address[0], self._tls
@@ -642,10 +644,12 @@ class Supervisor:
             return exc
         writer = asyncio.StreamWriter(transport, watch, reader, loop)
         conn = SupervisedConnection(reader, writer, watch, monitor)
-        self._live = conn
+        self._live = conn  # closed by close(), or by _finish() once cancelled
         try:
+            self._check_open()
             if self._on_connect is not None:
                 await _call(self._on_connect, conn)
+            self._check_open()  # (a hook may swallow the cancellation)
             end = watch.end
             if end is not None:
                 raise ConnectionAbortedError(
@@ -784,7 +788,16 @@ class Supervisor:
     async def _back_off(self, delay: float, error: BaseException | None) -> None:
         """Call on_backoff and sleep ``delay`` seconds (cancelled by close())."""
         await self._call_hook("on_backoff", self._on_backoff, delay, error)
+        self._check_open()
         await asyncio.sleep(delay)
+
+    def _check_open(self) -> None:
+        """Raise CancelledError once closing. close() cancels the task, but a cancellation
+        can be lost before it is seen (``asyncio.wait_for`` before Python 3.12 drops one that
+        arrives as its future completes; a hook may catch it): nothing is connected or
+        published, and no wait starts, after close()."""
+        if self._closing:
+            raise asyncio.CancelledError
 
     def _notify(self) -> None:
         """Wake every wait_connected()."""

@@ -94,18 +94,16 @@ from typing_extensions import Buffer, Self
 from keepalive._unread import receive_capacity, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
+from keepalive.framing import Framing, PongSource, make_pong_matcher
 from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
     PeerDead,
     PingSource,
-    PongFilter,
-    PongMatcher,
     Wait,
     check_ping,
     describe_stall,
     grid_time,
-    make_pong_matcher,
     next_ping,
     timer_grid,
 )
@@ -133,6 +131,9 @@ _THREAD_NAME = "keepalive-heartbeat"
 # Longest pause between attempts to write a ping that could not be written (send turn taken,
 # send buffer full). Giving the send turn back also triggers an attempt at once.
 _PING_RETRY_CAP = 0.05
+# The scheduler sleeps at most this long at a time (far below threading.TIMEOUT_MAX everywhere),
+# then looks again: no deadline, however far, can make its wait overflow.
+_LONGEST_WAIT = 3600.0
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
 _WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError, InterruptedError)
 PlainSocket: TypeAlias = socket.socket  # (a name the class body's ``socket`` property hides)
@@ -140,6 +141,10 @@ PlainSocket: TypeAlias = socket.socket  # (a name the class body's ``socket`` pr
 # which readers wait for): a few records, not a whole 50 MB sendall.
 _TLS_WRITE_CHUNK = 256 * 1024
 _UNWRAP_READ = 64 * 1024
+# Looking for unread pongs (see _take_unread_pongs_locked): bytes peeked at, and TLS
+# application bytes kept for the application at most.
+_UNREAD_PEEK = 4096
+_UNREAD_KEEP = 64 * 1024
 _HAVE_POLL = hasattr(select, "poll")
 
 
@@ -170,7 +175,8 @@ def monitor(
     *,
     heartbeat: HeartbeatConfig,
     ping: PingSource = b"PING\n",
-    pong: bytes | bytearray | memoryview | PongMatcher | None = b"PONG\n",
+    pong: PongSource = b"PONG\n",
+    framing: Framing | None = None,
     on_dead: OnDead | None = None,
     keepalive: KeepaliveConfig | None = None,
     ssl: ssl_module.SSLContext | None = None,
@@ -181,10 +187,13 @@ def monitor(
 
     ``heartbeat``: when to ping and when to give up (:class:`HeartbeatConfig`).
     ``ping``: the bytes to send, or a callable returning them (called on the scheduler thread
-    for every ping; it must not use this socket). ``pong``: the reply to remove from the
-    stream (bytes), a :class:`~keepalive.heartbeat.PongMatcher` for framed protocols (one per
-    socket, never shared), or ``None``: the application reads every reply itself and any
-    inbound byte counts. ``on_dead(sock, error)``: called once when the peer is declared dead.
+    for every ping; it must not use this socket). ``pong``: the reply, recognised only as a
+    whole inbound message and removed (bytes equal to it, or a predicate on messages), at
+    most one per ping still owed; ``framing`` says where messages end (default: lines, for a
+    pong ending in a newline; see :mod:`keepalive.framing`). A
+    :class:`~keepalive.framing.PongMatcher` of your own (one per socket, never shared), or
+    ``None``: nothing is filtered, the application reads every reply itself and any inbound
+    byte counts. ``on_dead(sock, error)``: called once when the peer is declared dead.
     ``keepalive``: also configure kernel keepalive on the socket first
     (:func:`keepalive.configure`, strict).
 
@@ -204,7 +213,13 @@ def monitor(
     if ssl is not None or server_hostname is not None or handshake_timeout is not None:
         sock = _start_tls(sock, ssl, server_hostname, handshake_timeout)
     return MonitoredSocket(
-        sock, heartbeat=heartbeat, ping=ping, pong=pong, on_dead=on_dead, keepalive=keepalive
+        sock,
+        heartbeat=heartbeat,
+        ping=ping,
+        pong=pong,
+        framing=framing,
+        on_dead=on_dead,
+        keepalive=keepalive,
     )
 
 
@@ -430,7 +445,7 @@ class _Scheduler:
             # Registered monitors all being serviced: look again within a second.
             until = ticks[0] if ticks else now + 1.0
             self._sleep_until = until
-            self._cond.wait(until - now)
+            self._cond.wait(min(until - now, _LONGEST_WAIT))
 
     def _run(self) -> None:
         me = threading.current_thread()
@@ -501,9 +516,11 @@ class MonitoredSocket:
         "_on_dead",
         "_open_record",
         "_ops",
+        "_pid",
         "_ping",
         "_ping_queue",
         "_pings_owed",
+        "_readers",
         "_request_open",
         "_send_depth",
         "_send_owner",
@@ -527,14 +544,15 @@ class MonitoredSocket:
         *,
         heartbeat: HeartbeatConfig,
         ping: PingSource = b"PING\n",
-        pong: bytes | bytearray | memoryview | PongMatcher | None = b"PONG\n",
+        pong: PongSource = b"PONG\n",
+        framing: Framing | None = None,
         on_dead: OnDead | None = None,
         keepalive: KeepaliveConfig | None = None,
     ) -> None:
         if not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
         self._ping = check_ping(ping)
-        self._matcher = make_pong_matcher(pong)
+        self._matcher = make_pong_matcher(pong, framing)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType("on_dead", on_dead, "a callable (sock, error) or None")
         self._sock = _check_socket(sock)
@@ -571,6 +589,8 @@ class MonitoredSocket:
         self._closing = False  # ... and no makefile() object holds it open: no new calls
         self._fd_closed = False
         self._ops = 0  # calls in progress (they keep the fd open until they leave)
+        self._pid = os.getpid()  # a forked child's copy must never shut the shared socket down
+        self._readers = 0  # read calls in progress
         self._io_refs = 0  # open makefile() objects
 
         # The ping the heartbeat asked for and that is not reported yet (see _service).
@@ -900,12 +920,19 @@ class MonitoredSocket:
         Threads blocked in a call on this socket wake up with ``OSError(EBADF)``; the
         descriptor is released when the last of them leaves. Idempotent.
         """
+        if self._pid != os.getpid():
+            self._after_fork_in_child()  # inherited, maybe unregistered: adopt it here first
         with self._state_lock:
             if self._closed:
                 return
             self._closed = True
             if self._io_refs == 0:
                 self._close_locked()
+
+    def stop(self) -> None:
+        """Stop the heartbeat and leave the connection as it is (as :mod:`keepalive.aio`'s
+        ``stop()``). Idempotent. Pongs of pings already sent are still removed."""
+        self._stop_quietly()
 
     def unwrap(self) -> PlainSocket:
         """TLS only: end TLS (``close_notify`` both ways) and return the plain socket.
@@ -1001,14 +1028,18 @@ class MonitoredSocket:
         return time.monotonic() + timeout, False
 
     def _enter(self) -> None:
+        """Enter a read call (it keeps the fd open, and the scheduler leaves pongs to it)."""
         with self._state_lock:
             if self._closing:
                 raise _closed_error()
             self._ops += 1
+            self._readers += 1
 
-    def _leave(self) -> None:
+    def _leave(self, *, reader: bool = True) -> None:
         with self._state_lock:
             self._ops -= 1
+            if reader:
+                self._readers -= 1
             if self._closing and self._ops == 0 and not self._fd_closed:
                 self._fd_closed = True
                 self._sock.close()
@@ -1055,10 +1086,15 @@ class MonitoredSocket:
         more), None comes at once unless ``read_on``: a caller about to wait in ``poll``
         saves the ``recv`` that would fail with EAGAIN (poll returns at once if more came).
         """
-        self._check_usable()
+        if self._closing:
+            raise _closed_error()
+        if self._verdict is not None and self._matcher is not None:
+            # Bytes received before the verdict still reach the application, then the error.
+            self._inbox += self._matcher.flush()
         if self._inbox:
             data, self._inbox = self._inbox[:limit], self._inbox[limit:]
             return data
+        self._check_usable()
         if self._eof:
             return b""
         while True:
@@ -1088,18 +1124,9 @@ class MonitoredSocket:
 
     def _read_into_locked(self, view: memoryview, limit: int, *, read_on: bool) -> int | None:
         matcher = self._matcher
-        direct = (
-            not self._inbox
-            and not self._eof
-            and (
-                matcher is None
-                or (
-                    type(matcher) is PongFilter
-                    and not matcher.held
-                    and self._heartbeat.outstanding == 0
-                )
-            )
-        )
+        # Straight into the caller's buffer when nothing is filtered (a matcher must see every
+        # byte to know where messages end).
+        direct = matcher is None and not self._inbox and not self._eof
         if not direct:  # a pong may be in the way: go through the filter
             data = self._read_locked(limit, read_on=read_on)
             if data is None:
@@ -1314,6 +1341,8 @@ class MonitoredSocket:
             hb = self._heartbeat
             now = time.monotonic()
             if hb.miss_possible(now):
+                if self._readers == 0 and self._matcher is not None and hb.outstanding:
+                    self._take_unread_pongs_locked(now)
                 # New bytes the application has not read yet are life all the same.
                 sock = self._sock
                 if hb.unread(now, unread_bytes(sock.fileno()), receive_capacity(sock)):
@@ -1358,13 +1387,50 @@ class MonitoredSocket:
         try:
             wake = self._send_ping()
         finally:
-            self._leave()
+            self._leave(reader=False)
         if isinstance(action, Wait) and wake is not None:
             wake = min(wake, action.deadline)
         if wake is not None:
             with self._state_lock:
                 if not self._stopped:
                     self._arm_locked(wake, time.monotonic())
+
+    def _take_unread_pongs_locked(self, now: float) -> None:
+        """Nobody reads: take the pongs waiting at the head of the stream ourselves.
+
+        So pongs never pile up unread behind a write-only application, and each one is life
+        (with its RTT). A plain socket is only peeked at (``MSG_PEEK``): whole pongs at the
+        head are consumed, every application byte stays in the kernel for the application
+        (and for its ``select``). TLS cannot be peeked into: what is waiting is read and the
+        application's bytes are kept for it (:meth:`pending`), at most ``_UNREAD_KEEP``.
+        """
+        matcher = self._matcher
+        assert matcher is not None
+        outstanding = self._heartbeat.outstanding
+        try:
+            if self._would_block is _WOULD_BLOCK:
+                leading = getattr(matcher, "leading_pongs", None)
+                if leading is None:
+                    return
+                head = self._sock.recv(_UNREAD_PEEK, socket.MSG_PEEK)
+                size, pongs = leading(head, outstanding)
+                if not pongs:
+                    return
+                chunk = self._sock.recv(size)
+            else:
+                if self._inbox or self._eof:
+                    return
+                data = self._read_locked(_UNREAD_KEEP, read_on=False)
+                if data:
+                    self._inbox = data
+                return
+        except OSError:  # (would block, or broken: the application's next call will say)
+            return
+        data, pongs = matcher.feed(chunk, outstanding)
+        self._unread_life += 1
+        self._note_inbound_locked(len(chunk), pongs, now)
+        if data:  # (cannot happen: leading_pongs promised pongs only)
+            self._inbox += data
 
     def _ping_now_locked(self, now: float) -> bool:
         """The common case of a due ping, in one go: fixed bytes, nothing queued or owed, the
@@ -1526,7 +1592,7 @@ class MonitoredSocket:
     def _close_locked(self) -> None:
         self._closing = True
         self._stop_locked()
-        if self._ops == 0:
+        if self._ops == 0 or self._pid != os.getpid():  # (calls in flight were the parent's)
             self._fd_closed = True
             self._sock.close()
         else:  # wake the calls in progress; the last one to leave closes the fd
@@ -1542,6 +1608,7 @@ class MonitoredSocket:
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks (others' threads are gone), and no heartbeat here."""
+        self._pid = os.getpid()
         self._state_lock = threading.Lock()
         self._send_owner = 0
         self._send_depth = 0

@@ -122,7 +122,8 @@ from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import AttemptFailure
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
-from keepalive.heartbeat import HeartbeatConfig, PongMatcher
+from keepalive.framing import Framing, PongMatcher, PongSource, pong_matcher_factory
+from keepalive.heartbeat import HeartbeatConfig, check_ping
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
 from keepalive.sockets import configure
 from keepalive.supervision import (
@@ -132,8 +133,6 @@ from keepalive.supervision import (
     SupervisorStats,
     check_address,
     check_callable,
-    check_ping,
-    check_pong,
     classify_disconnect,
 )
 from keepalive.sync.connection import MonitoredSocket, PingSource
@@ -176,10 +175,6 @@ _IN_PROGRESS = frozenset(
 _HAVE_POLL = hasattr(select, "poll")
 # ConnectFailed.reason when the policy gave up ("failed": the supervisor thread itself failed)
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
-
-PongSource: TypeAlias = bytes | bytearray | memoryview | Callable[[], PongMatcher] | None
-"""A pong token, a factory making one :class:`~keepalive.heartbeat.PongMatcher` per
-connection (a matcher keeps per-stream state, so it is never shared), or ``None``."""
 
 
 class _Cancelled(Exception):
@@ -294,7 +289,7 @@ class SupervisedSocket(MonitoredSocket):
         *,
         heartbeat: HeartbeatConfig | None,
         ping: PingSource,
-        pong: bytes | bytearray | memoryview | PongMatcher | None,
+        pong: PongMatcher | None,
         wake: Callable[[], None],
     ) -> None:
         # Set before the heartbeat starts: its on_dead may use them.
@@ -509,7 +504,9 @@ class Supervisor:
 
     ``keepalive``: kernel keepalive for each socket (``None``: leave it). ``heartbeat``,
     ``ping``, ``pong``: the application-level heartbeat (``None``: none); ``pong`` is a token,
-    a factory of :class:`~keepalive.heartbeat.PongMatcher` or ``None``. ``retry``: the
+    a predicate on messages or ``None``, matched per ``framing``
+    (:func:`keepalive.framing.make_pong_matcher`); ``pong_matcher``: a factory of your own
+    :class:`~keepalive.framing.PongMatcher` instead (one per connection). ``retry``: the
     reconnect policy (:class:`~keepalive.reconnect.Backoff` or any
     :class:`~keepalive.reconnect.RetryPolicy`). ``healthy_after``: seconds a connection must
     stay up to reset the backoff. ``connect_timeout``: per address and attempt (default: the
@@ -531,6 +528,8 @@ class Supervisor:
         heartbeat: HeartbeatConfig | None = None,
         ping: PingSource = b"PING\n",
         pong: PongSource = b"PONG\n",
+        framing: Framing | None = None,
+        pong_matcher: Callable[[], PongMatcher] | None = None,
         retry: RetryPolicy = Backoff(),  # noqa: B008 - immutable value
         healthy_after: float = 30.0,
         connect_timeout: float | None = None,
@@ -558,7 +557,7 @@ class Supervisor:
         if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
         check_ping(ping)
-        check_pong(pong)
+        self._new_matcher = pong_matcher_factory(pong, framing, pong_matcher)
         if not isinstance(retry, RetryPolicy):
             raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
         if rng is not None and not isinstance(rng, random.Random):
@@ -577,7 +576,6 @@ class Supervisor:
         self._keepalive = keepalive
         self._heartbeat = heartbeat
         self._ping = ping
-        self._pong = pong
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._on_backoff = on_backoff
@@ -773,7 +771,7 @@ class Supervisor:
                 raw,
                 heartbeat=self._heartbeat,
                 ping=self._ping,
-                pong=self._pong() if callable(self._pong) else self._pong,
+                pong=self._new_matcher(),
                 wake=self._wake,
             )
         except BaseException as exc:
