@@ -1,4 +1,4 @@
-"""The application heartbeat as a pure (sans-I/O) state machine, and a pong filter for streams.
+"""The application heartbeat as a pure (sans-I/O) state machine, and every timing rule.
 
 Kernel keepalive only proves that the nearest TCP endpoint is alive; a proxying NAT answers it
 itself. A heartbeat sends bytes the far peer must answer. This module decides *when* to ping
@@ -12,8 +12,11 @@ Semantics, like OpenSSH's ``ServerAliveInterval`` / ``ServerAliveCountMax``:
 * if nothing at all arrives within ``timeout`` after the ping, that is a *miss*;
   after a miss the next ping is sent at once;
 * after ``misses`` consecutive misses the peer is dead;
-* any inbound byte is life: it clears the misses and restarts the idle timer, so a busy peer
-  is never declared dead, and a pong is only needed when the peer has nothing else to say.
+* any *new* inbound byte is life: it clears the misses and restarts the idle timer, so a busy
+  peer is never declared dead, and a pong is only needed when the peer has nothing else to
+  say. Bytes waiting unread count once, when they first appear (:meth:`Heartbeat.unread`).
+
+Which inbound bytes are pongs is :mod:`keepalive.framing`'s job (whole messages only).
 
 Worst case from the last inbound byte to the verdict: ``HeartbeatConfig.detection_bound`` =
 ``interval + timeout * misses``. The verdict never comes earlier, whatever the timing of the
@@ -21,20 +24,20 @@ calls, and comes exactly then when the driver polls on time and writes pings whe
 
 A driver's loop, with ``hb = Heartbeat(config, now)``::
 
+    if hb.miss_possible(now):             # a verdict is final: look for unread bytes first
+        hb.unread(now, fionread(sock), so_rcvbuf(sock))
     action = hb.poll(now)                 # on start, at hb.deadline, and after events
     if isinstance(action, SendPing):
         write_ping()                      # between application messages, never inside one
-        hb.ping_sent(now)
+        hb.ping_sent(now)                 # (or hb.ping_stuck(now, since) if it cannot be)
     elif isinstance(action, Wait):
         wake_me_at(action.deadline)       # absolute time; poll again then
     else:                                 # PeerDead: final
         close_connection(action.as_error())
 
     # whenever bytes arrive:
-    app_bytes, pongs = matcher.feed(data, hb.outstanding)   # if a pong matcher is used
-    hb.bytes_received(now)
-    for _ in range(pongs):
-        hb.pong_received(now)
+    app_bytes, pongs = matcher.feed(data, hb.outstanding)   # keepalive.framing
+    hb.received(now, len(data), pongs)    # pongs=None without a matcher
 
 Example with a fake clock:
 
@@ -72,6 +75,8 @@ __all__ = [
     "HeartbeatConfig",
     "HeartbeatState",
     "MAX_SECONDS",
+    "MIN_SECONDS",
+    "MonitorStats",
     "PingSource",
     "PeerDead",
     "SendPing",
@@ -85,6 +90,8 @@ __all__ = [
 
 MAX_SECONDS: Final = 365 * 24 * 3600.0
 """The longest ``interval`` or ``timeout`` a :class:`HeartbeatConfig` takes (a year)."""
+MIN_SECONDS: Final = 1e-6
+"""The shortest ``interval`` or ``timeout`` a :class:`HeartbeatConfig` takes (1 µs)."""
 
 # RFC 6298 section 2: SRTT <- (1 - alpha) * SRTT + alpha * R', alpha = 1/8.
 _SRTT_ALPHA = 0.125
@@ -116,8 +123,10 @@ class HeartbeatConfig:
         # hash equally however the seconds were spelt).
         for field in ("interval", "timeout"):
             seconds = positive_seconds(field, getattr(self, field))
-            if seconds > MAX_SECONDS:  # beyond every timer API's range (threading, Windows)
-                raise InvalidSetting(field, seconds, f"at most {MAX_SECONDS:g} s (a year)")
+            if not MIN_SECONDS <= seconds <= MAX_SECONDS:  # what every timer API can take
+                raise InvalidSetting(
+                    field, seconds, f"from {MIN_SECONDS:g} s (1 µs) to {MAX_SECONDS:g} s (a year)"
+                )
             object.__setattr__(self, field, seconds)
         object.__setattr__(self, "misses", positive_int("misses", self.misses))
 
@@ -133,6 +142,30 @@ class HeartbeatConfig:
         The verdict never comes sooner than this bound after the last inbound byte.
         """
         return self.interval + self.timeout * self.misses
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorStats:
+    """A snapshot of one monitored connection's counters: the ``stats`` of both drivers
+    (:class:`keepalive.sync.MonitoredSocket`, :class:`keepalive.aio.HeartbeatProtocol`).
+
+    ``pings_sent``/``pongs_received``: as the heartbeat counted them. ``bytes_received`` counts
+    every inbound byte (pongs included), ``bytes_sent`` the application's bytes (``None`` in
+    asyncio, whose writes go straight to the transport). ``stalls``: late timers forgiven by
+    re-arming. ``unread_life``: verdict checks that found new unread bytes (or unread pongs the
+    driver took itself) and counted them as life. ``blocked_pings``: pings counted as sent
+    because our writes had stopped moving. ``rtt``/``srtt``: seconds, or ``None``.
+    """
+
+    pings_sent: int
+    pongs_received: int
+    bytes_received: int
+    bytes_sent: int | None
+    stalls: int
+    unread_life: int
+    blocked_pings: int
+    rtt: float | None
+    srtt: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,7 +638,9 @@ def timer_grid(config: HeartbeatConfig) -> float:
     grid = _GRIDS.get(config)
     if grid is None:
         span = min(config.interval, config.timeout) / _GRID_DIVISOR
-        grid = min(_GRID_MAX, max(_GRID_MIN, 2.0 ** math.floor(math.log2(span))))
+        grid = (
+            _GRID_MIN if span <= _GRID_MIN else min(_GRID_MAX, 2.0 ** math.floor(math.log2(span)))
+        )
         if len(_GRIDS) < 256:
             _GRIDS[config] = grid
     return grid

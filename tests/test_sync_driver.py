@@ -263,11 +263,11 @@ def test_a_ping_never_lands_inside_a_message() -> None:
     peer = LinePeer(server)
     sock = monitor(client, heartbeat=HeartbeatConfig(interval=0.01, timeout=5))
     with sock:
-        with sock.message():  # two writes, one message
+        with sock.hold_pings():  # two writes, one message
             sock.sendall(b"first half, ")
             time.sleep(0.1)
             sock.sendall(b"second half\n")
-        sock.sendall(b"split, ")  # without message(): a ping goes into the gap
+        sock.sendall(b"split, ")  # without hold_pings(): a ping goes into the gap
         time.sleep(0.1)
         sock.sendall(b"apart\n")
         wait_for(lambda: b"apart\n" in peer.received, 5, "the last write")
@@ -634,19 +634,19 @@ def test_writers_take_turns_and_a_waiting_writer_keeps_its_timeout() -> None:
     peer = LinePeer(server, answering=False)
     sock = monitor(client, heartbeat=QUIET)
     with sock:
-        with sock.message():
+        with sock.hold_pings():
             sock.sendall(b"first, ")
             queued = Outcome(lambda: sock.sendall(b"second\n"))  # waits: the turn is ours
             time.sleep(0.2)
             assert queued.running
-            with sock.message():  # the thread holding the turn may take it again
+            with sock.hold_pings():  # the thread holding the turn may take it again
                 sock.sendall(b"still first\n")
         queued.wait(2)
         assert queued.error is None
         wait_for(lambda: len(peer.received) >= 26, 2, "both messages")
         assert bytes(peer.received) == b"first, still first\nsecond\n"
 
-        with sock.message():
+        with sock.hold_pings():
             sock.settimeout(0.2)
             started = time.monotonic()
             timed = Outcome(lambda: sock.sendall(b"never\n"))
@@ -736,7 +736,7 @@ def test_a_callable_ping_is_called_for_every_ping(echo_server: EchoServer) -> No
         sock.settimeout(0.5)
         with pytest.raises(TimeoutError):
             sock.recv(100)
-        with sock.message():  # holding the send turn, no ping is made or written: one snapshot
+        with sock.hold_pings():  # holding the send turn, no ping is made or written: one snapshot
             made_count = len(made)
             stats = sock.stats
         assert made_count >= 3

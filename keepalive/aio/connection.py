@@ -114,7 +114,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 from keepalive._unread import receive_capacity, unread_bytes
-from keepalive._validate import positive_seconds
+from keepalive._validate import check_address, positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.framing import Framing, PongSource, make_pong_matcher
@@ -122,6 +122,7 @@ from keepalive.heartbeat import (
     Action,
     Heartbeat,
     HeartbeatConfig,
+    MonitorStats,
     PeerDead,
     PingSource,
     SendPing,
@@ -476,7 +477,9 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     __slots__ = (
         "__weakref__",
+        "_blocked_pings",
         "_buffered",
+        "_bytes_received",
         "_config",
         "_error",
         "_grid",
@@ -542,6 +545,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         self._stuck_since: float | None = None
         self._stuck_size = 0
         self._unread_life = 0
+        self._bytes_received = 0
+        self._blocked_pings = 0
 
     # -- read-outs ---------------------------------------------------------------------------
 
@@ -619,6 +624,22 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     def last_received(self) -> float | None:
         """``loop.time()`` of the last inbound byte (the connection's start until then)."""
         return None if self._heartbeat is None else self._heartbeat.last_received
+
+    @property
+    def stats(self) -> MonitorStats:
+        """A snapshot of the counters, as :attr:`keepalive.sync.MonitoredSocket.stats` gives."""
+        hb = self._heartbeat
+        return MonitorStats(
+            pings_sent=0 if hb is None else hb.pings_sent,
+            pongs_received=0 if hb is None else hb.pongs_received,
+            bytes_received=self._bytes_received,
+            bytes_sent=None,
+            stalls=0 if hb is None else hb.stalls,
+            unread_life=self._unread_life,
+            blocked_pings=self._blocked_pings,
+            rtt=None if hb is None else hb.rtt,
+            srtt=None if hb is None else hb.srtt,
+        )
 
     def __repr__(self) -> str:
         state = ("new", "active", "stopped", "dead")[self._state]
@@ -703,6 +724,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             outstanding = heartbeat.outstanding
             matcher = self._matcher
             nbytes = len(data)
+            self._bytes_received += nbytes
             if matcher is None:
                 heartbeat.received(now, nbytes, None)
             else:
@@ -841,6 +863,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
                 self._scheduler.schedule(self, min(check, counts_at))
                 return False
             self._stuck_since = None
+            self._blocked_pings += 1
             return self._write_ping(transport)
         if not self._write_ping(transport):
             return False
@@ -1105,6 +1128,14 @@ async def open_connection(
         positive_seconds("connect_timeout", connect_timeout)
     if heartbeat is None and on_dead is not None:
         raise InvalidSetting("on_dead", on_dead, "None when no heartbeat is configured")
+    limit = positive_int("limit", limit)
+    if "sock" not in kwargs:
+        # Refuse what asyncio would turn into a bare TypeError/OverflowError, or wrap.
+        if isinstance(port, str) and not port.isdigit():
+            check_address((host, 1))  # a service name: only the host is ours to check
+        else:
+            numeric = int(port) if isinstance(port, str) else port
+            check_address((host, numeric))
     dial = _dial_plan(
         host, port, keepalive=keepalive, retry=retry, connect_timeout=connect_timeout, kwargs=kwargs
     )

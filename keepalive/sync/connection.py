@@ -51,7 +51,7 @@ How it works (decisions worth knowing):
 * **Pings never split an application write.** ``send``/``sendall`` hold the socket's send
   turn (a reentrant lock); the scheduler writes a ping only when the turn is free and
   otherwise retries soon (and right after the application's write ends). ``with
-  sock.message():`` holds the turn across several writes that form one message.
+  sock.hold_pings():`` holds the turn across several writes that form one message.
   A ping the kernel only partly accepted is finished by the next writer before its own bytes.
 * **Stuck writes count as unanswered pings.** If a ping is due but cannot be written because
   our bytes have stopped moving (the send buffer stayed full for ``timeout``, nothing
@@ -85,7 +85,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO, TypeAlias, cast, overload
 
@@ -98,6 +97,7 @@ from keepalive.framing import Framing, PongSource, make_pong_matcher
 from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
+    MonitorStats,
     PeerDead,
     PingSource,
     Wait,
@@ -146,28 +146,6 @@ _UNWRAP_READ = 64 * 1024
 _UNREAD_PEEK = 4096
 _UNREAD_KEEP = 64 * 1024
 _HAVE_POLL = hasattr(select, "poll")
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorStats:
-    """A snapshot of one monitored socket's counters (see :attr:`MonitoredSocket.stats`).
-
-    ``pings_sent``/``pongs_received``: as the heartbeat counted them. ``bytes_received`` counts
-    every byte read from the kernel (pongs included), ``bytes_sent`` the application's bytes
-    only. ``stalls``: late timers forgiven by re-arming. ``unread_life``: verdict checks that
-    found unread bytes waiting and counted them as life. ``blocked_pings``: pings counted as
-    sent because our writes had stopped moving. ``rtt``/``srtt``: seconds, or ``None``.
-    """
-
-    pings_sent: int
-    pongs_received: int
-    bytes_received: int
-    bytes_sent: int
-    stalls: int
-    unread_life: int
-    blocked_pings: int
-    rtt: float | None
-    srtt: float | None
 
 
 def monitor(
@@ -467,9 +445,15 @@ def _monitor_collected(ref: weakref.ref[MonitoredSocket]) -> None:
     _SCHEDULER.collected(ref)
 
 
+def _after_fork_in_child() -> None:
+    _FORKS[0] += 1
+    _SCHEDULER.after_fork_in_child()
+
+
 _SCHEDULER = _Scheduler()
+_FORKS = [0]  # forks this process descends from (bumped in each child)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_SCHEDULER.after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +491,7 @@ class MonitoredSocket:
         "_config",
         "_eof",
         "_fd_closed",
+        "_generation",
         "_grid",
         "_heartbeat",
         "_inbox",
@@ -516,7 +501,6 @@ class MonitoredSocket:
         "_on_dead",
         "_open_record",
         "_ops",
-        "_pid",
         "_ping",
         "_ping_queue",
         "_pings_owed",
@@ -589,7 +573,9 @@ class MonitoredSocket:
         self._closing = False  # ... and no makefile() object holds it open: no new calls
         self._fd_closed = False
         self._ops = 0  # calls in progress (they keep the fd open until they leave)
-        self._pid = os.getpid()  # a forked child's copy must never shut the shared socket down
+        # Which process generation made it: a forked child's copy must never shut the shared
+        # socket down (a small int, where a pid would cost an int object per monitor).
+        self._generation = _FORKS[0]
         self._readers = 0  # read calls in progress
         self._io_refs = 0  # open makefile() objects
 
@@ -792,7 +778,7 @@ class MonitoredSocket:
         """Write some of ``data`` and return how many bytes were written.
 
         A ping may be written between two ``send`` calls: write messages with
-        :meth:`sendall`, or inside ``with sock.message():``.
+        :meth:`sendall`, or inside ``with sock.hold_pings():``.
         """
         self._check_flags(flags)
         view = memoryview(data).cast("B")
@@ -807,7 +793,7 @@ class MonitoredSocket:
             self._end_write()
 
     @contextlib.contextmanager
-    def message(self) -> Iterator[None]:
+    def hold_pings(self) -> Iterator[None]:
         """Hold pings back while the block runs, so several writes form one message.
 
         Keep the block short: a ping waits for it (and a ping that cannot be written while
@@ -920,7 +906,7 @@ class MonitoredSocket:
         Threads blocked in a call on this socket wake up with ``OSError(EBADF)``; the
         descriptor is released when the last of them leaves. Idempotent.
         """
-        if self._pid != os.getpid():
+        if self._generation != _FORKS[0]:
             self._after_fork_in_child()  # inherited, maybe unregistered: adopt it here first
         with self._state_lock:
             if self._closed:
@@ -1592,7 +1578,7 @@ class MonitoredSocket:
     def _close_locked(self) -> None:
         self._closing = True
         self._stop_locked()
-        if self._ops == 0 or self._pid != os.getpid():  # (calls in flight were the parent's)
+        if self._ops == 0 or self._generation != _FORKS[0]:  # (calls in flight: the parent's)
             self._fd_closed = True
             self._sock.close()
         else:  # wake the calls in progress; the last one to leave closes the fd
@@ -1608,7 +1594,7 @@ class MonitoredSocket:
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks (others' threads are gone), and no heartbeat here."""
-        self._pid = os.getpid()
+        self._generation = _FORKS[0]
         self._state_lock = threading.Lock()
         self._send_owner = 0
         self._send_depth = 0
