@@ -59,11 +59,12 @@ PeerDead(reason='no reply to 2 heartbeat pings (timeout 5 s each)', silent_for=2
 from __future__ import annotations
 
 import enum
+import heapq
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, TypeAlias, cast
+from typing import Final, Generic, TypeAlias, TypeVar, cast
 
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -80,6 +81,7 @@ __all__ = [
     "PingSource",
     "PeerDead",
     "SendPing",
+    "TimerBuckets",
     "Wait",
     "check_ping",
     "describe_stall",
@@ -649,6 +651,70 @@ def timer_grid(config: HeartbeatConfig) -> float:
 def grid_time(when: float, grid: float) -> float:
     """The end of the grid cell holding ``when``: the earliest grid point not before it."""
     return math.ceil(when / grid) * grid
+
+
+_T = TypeVar("_T")
+
+
+class TimerBuckets(Generic[_T]):
+    """Wake-ups on a grid, for a driver's one timer: a list of items per time and a heap of
+    the distinct times, so that arming is a list append and one wake-up serves a whole cell.
+
+    An item may stand in several buckets (re-armed without being moved): the driver knows
+    which one is live (say, the item records its wake-up time) and skips the others when their
+    bucket comes due; :meth:`retain` drops them all at once when they pile up. Pure: the
+    driver says what ``now`` is.
+    """
+
+    __slots__ = ("_buckets", "_times")
+
+    def __init__(self) -> None:
+        # time -> (that time's float object, shared by every item armed there; the items)
+        self._buckets: dict[float, tuple[float, list[_T]]] = {}
+        self._times: list[float] = []  # heap of the buckets' times
+
+    def add(self, when: float, item: _T) -> float:
+        """Put ``item`` in the bucket at ``when`` (a grid time); returns the bucket's time
+        object (equal to ``when``; keep it rather than ``when``: one float for all)."""
+        bucket = self._buckets.get(when)
+        if bucket is not None:
+            bucket[1].append(item)
+            return bucket[0]
+        self._buckets[when] = (when, [item])
+        heapq.heappush(self._times, when)
+        return when
+
+    def earliest(self) -> float | None:
+        """The earliest bucket's time, or ``None`` when empty."""
+        times = self._times
+        return times[0] if times else None
+
+    def pop_due(self, horizon: float) -> tuple[float, list[_T]] | None:
+        """Take the earliest bucket if its time is at most ``horizon``: ``(time, items)``."""
+        times = self._times
+        if times and times[0] <= horizon:
+            return self._buckets.pop(heapq.heappop(times))
+        return None
+
+    def retain(self, live: Callable[[float, _T], bool]) -> None:
+        """Keep only the items for which ``live(time, item)`` holds, each once per bucket."""
+        kept: dict[float, tuple[float, list[_T]]] = {}
+        for when, (key, items) in self._buckets.items():
+            alive = [item for item in dict.fromkeys(items) if live(key, item)]
+            if alive:
+                kept[when] = (key, alive)
+        self._buckets.clear()
+        self._buckets.update(kept)  # (in place: a caller may hold these containers)
+        self._times[:] = sorted(kept)  # a sorted list is a valid heap
+
+    def clear(self) -> None:
+        """Forget every bucket."""
+        self._buckets.clear()
+        self._times.clear()
+
+    def entries(self) -> int:
+        """Items in all buckets, stale ones included."""
+        return sum(len(items) for _, items in self._buckets.values())
 
 
 _GRID_DIVISOR: Final = 64

@@ -424,6 +424,7 @@ class TestSansIO:
             "collections",
             "dataclasses",
             "enum",
+            "heapq",
             "math",
             "types",
             "typing",
@@ -728,3 +729,44 @@ def test_heartbeat_and_filter_together() -> None:
     application += matcher.flush()
     assert application == b"PONG\nhello world PONG\n!"
     assert hb.poll(6.5) == Wait(11.5)
+
+
+class TestTimerBuckets:
+    def test_items_come_due_by_time_and_share_the_time_object(self) -> None:
+        timers: heartbeat_module.TimerBuckets[str] = heartbeat_module.TimerBuckets()
+        late = timers.add(2.0, "late")
+        first = timers.add(1.0, "a")
+        assert timers.add(1.0, "b") is first  # one float object per bucket
+        assert timers.earliest() == 1.0
+        assert timers.pop_due(0.5) is None
+        assert timers.pop_due(1.0) == (1.0, ["a", "b"])
+        assert timers.earliest() is late
+        assert timers.entries() == 1
+        assert timers.pop_due(10.0) == (2.0, ["late"])
+        assert timers.earliest() is None
+        assert timers.pop_due(10.0) is None
+
+    def test_retain_drops_stale_entries_and_duplicates(self) -> None:
+        timers: heartbeat_module.TimerBuckets[str] = heartbeat_module.TimerBuckets()
+        live = {"a": 1.0, "b": 3.0}
+        for when, item in [(1.0, "a"), (1.0, "a"), (2.0, "b"), (3.0, "b"), (4.0, "c")]:
+            timers.add(when, item)
+        timers.retain(lambda when, item: live.get(item) == when)
+        assert timers.entries() == 2
+        assert timers.pop_due(5.0) == (1.0, ["a"])
+        assert timers.pop_due(5.0) == (3.0, ["b"])
+        assert timers.pop_due(5.0) is None
+        timers.add(1.0, "x")
+        timers.clear()
+        assert timers.earliest() is None
+
+    @given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=40))
+    def test_pops_in_time_order_with_every_item(self, adds: list[tuple[int, int]]) -> None:
+        timers: heartbeat_module.TimerBuckets[int] = heartbeat_module.TimerBuckets()
+        for when, item in adds:
+            timers.add(float(when), item)
+        popped: list[tuple[float, int]] = []
+        while (due := timers.pop_due(math.inf)) is not None:
+            popped.extend((due[0], item) for item in due[1])
+        assert [when for when, _ in popped] == sorted(float(when) for when, _ in adds)
+        assert sorted(popped) == sorted((float(when), item) for when, item in adds)

@@ -102,7 +102,6 @@ for failing callbacks. Everything here must be called from the event loop's thre
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import logging
 import threading
@@ -126,6 +125,7 @@ from keepalive.heartbeat import (
     PeerDead,
     PingSource,
     SendPing,
+    TimerBuckets,
     Wait,
     check_ping,
     describe_stall,
@@ -214,7 +214,6 @@ class _Scheduler:
     __slots__ = (
         "__weakref__",
         "_armed_at",
-        "_buckets",
         "_fire_callback",
         "_firing",
         "_handle",
@@ -222,14 +221,13 @@ class _Scheduler:
         "_monitors",
         "_stale",
         "_tasks",
-        "_times",
+        "_timers",
         "receive_buffer",
     )
 
     def __init__(self, loop_ref: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
         self._loop_ref = loop_ref
-        self._buckets: dict[float, list[HeartbeatProtocol]] = {}
-        self._times: list[float] = []  # heap of the buckets' times
+        self._timers: TimerBuckets[HeartbeatProtocol] = TimerBuckets()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = _NEVER
         self._firing = False
@@ -254,8 +252,7 @@ class _Scheduler:
         self._monitors -= 1
         if self._monitors == 0:
             # Nothing left to wake: drop every stale entry and the timer now, not later.
-            self._buckets.clear()
-            self._times.clear()
+            self._timers.clear()
             self._stale = 0
             self._disarm()
         elif self._stale > _COMPACT_AFTER and self._stale > self._monitors:
@@ -269,13 +266,7 @@ class _Scheduler:
             if current == wake:
                 return
             self._stale += 1
-        monitor._wake = wake
-        bucket = self._buckets.get(wake)
-        if bucket is not None:
-            bucket.append(monitor)
-            return
-        self._buckets[wake] = [monitor]
-        heapq.heappush(self._times, wake)
+        monitor._wake = self._timers.add(wake, monitor)
         if wake < self._armed_at and not self._firing:
             self._arm(wake)
 
@@ -309,14 +300,13 @@ class _Scheduler:
             return
         now = loop.time()
         horizon = now + _CLOCK_RESOLUTION
-        times = self._times
-        buckets = self._buckets
+        timers = self._timers
         self._firing = True
         try:
-            while times and times[0] <= horizon:
-                wake = heapq.heappop(times)
+            while (due := timers.pop_due(horizon)) is not None:
+                wake, monitors = due
                 poll_at = wake if wake > now else now
-                for monitor in buckets.pop(wake):
+                for monitor in monitors:
                     if monitor._wake != wake:
                         self._stale -= 1
                         continue
@@ -328,20 +318,13 @@ class _Scheduler:
                         monitor._abandon()
         finally:
             self._firing = False
-        if times:
-            self._arm(times[0])
+        earliest = timers.earliest()
+        if earliest is not None:
+            self._arm(earliest)
 
     def _compact(self) -> None:
         """Drop stale entries (in place: _fire may be iterating over these containers)."""
-        live: dict[float, list[HeartbeatProtocol]] = {}
-        for wake, bucket in self._buckets.items():
-            # dict.fromkeys: a monitor may sit in its live bucket twice; keep one.
-            kept = [monitor for monitor in dict.fromkeys(bucket) if monitor._wake == wake]
-            if kept:
-                live[wake] = kept
-        self._buckets.clear()
-        self._buckets.update(live)
-        self._times[:] = sorted(live)  # a sorted list is a valid heap
+        self._timers.retain(_live_at)
         self._stale = 0
 
     def _task_done(self, task: asyncio.Future[object]) -> None:
@@ -354,10 +337,14 @@ class _Scheduler:
     def stats(self) -> SchedulerStats:
         return SchedulerStats(
             monitors=self._monitors,
-            entries=sum(len(bucket) for bucket in self._buckets.values()),
+            entries=self._timers.entries(),
             timer_armed=self._handle is not None,
             callbacks_running=len(self._tasks),
         )
+
+
+def _live_at(wake: float, monitor: HeartbeatProtocol) -> bool:
+    return monitor._wake == wake
 
 
 _SCHEDULERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scheduler] = (

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
 import io
 import logging
 import math
@@ -100,6 +99,7 @@ from keepalive.heartbeat import (
     MonitorStats,
     PeerDead,
     PingSource,
+    TimerBuckets,
     Wait,
     check_ping,
     describe_stall,
@@ -316,9 +316,7 @@ class _Scheduler:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._ticks: list[float] = []  # heap of bucket keys
-        # Bucket key -> (the key itself, shared by every monitor armed there; entries).
-        self._buckets: dict[float, tuple[float, list[weakref.ref[MonitoredSocket]]]] = {}
+        self._timers: TimerBuckets[weakref.ref[MonitoredSocket]] = TimerBuckets()
         # Weak references of the monitors heartbeated; a collected one removes itself.
         self._registered: set[weakref.ref[MonitoredSocket]] = set()
         # When the thread wakes up by itself (-inf while it runs: it looks at the heap then).
@@ -381,14 +379,7 @@ class _Scheduler:
         current = monitor._timer_at
         if current is not None and current <= key:
             return
-        bucket = self._buckets.get(key)
-        if bucket is not None:
-            monitor._timer_at = bucket[0]
-            bucket[1].append(monitor._weak_self)
-            return
-        monitor._timer_at = key
-        self._buckets[key] = (key, [monitor._weak_self])
-        heapq.heappush(self._ticks, key)
+        monitor._timer_at = self._timers.add(key, monitor._weak_self)
         if key < self._sleep_until:
             self._cond.notify()
 
@@ -396,21 +387,21 @@ class _Scheduler:
 
     def _next_batch(self, me: threading.Thread) -> list[MonitoredSocket] | None:
         """Wait for the next due bucket's monitors (lock held); None when this thread must exit."""
-        ticks = self._ticks
+        timers = self._timers
         while True:
             if self._thread is not me:
                 return None
             if not self._registered:
                 self._thread = None
-                ticks.clear()
-                self._buckets.clear()
+                timers.clear()
                 logger.debug("scheduler thread exiting: no monitored sockets left")
                 return None
             now = time.monotonic()
-            if ticks and ticks[0] <= now:
-                key = heapq.heappop(ticks)
+            due = timers.pop_due(now)
+            if due is not None:
+                key, refs = due
                 batch = []
-                for ref in self._buckets.pop(key)[1]:
+                for ref in refs:
                     monitor = ref()
                     if monitor is not None and monitor._timer_at == key:
                         monitor._timer_at = None
@@ -421,7 +412,8 @@ class _Scheduler:
                     return batch
                 continue  # only stale entries
             # Registered monitors all being serviced: look again within a second.
-            until = ticks[0] if ticks else now + 1.0
+            earliest = timers.earliest()
+            until = now + 1.0 if earliest is None else earliest
             self._sleep_until = until
             self._cond.wait(min(until - now, _LONGEST_WAIT))
 
