@@ -370,6 +370,8 @@ class Heartbeat:
         may be unable to send anything at all, so the silence is ours, not the peer's: that
         counts as life until the application reads again.
         """
+        if self._state is _DEAD:
+            return False
         if count > self._unread_seen or (capacity > 0 and 2 * count >= capacity):
             self._unread_seen = count
             self.bytes_received(now)

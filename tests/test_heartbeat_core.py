@@ -770,3 +770,187 @@ class TestTimerBuckets:
             popped.extend((due[0], item) for item in due[1])
         assert [when for when, _ in popped] == sorted(float(when) for when, _ in adds)
         assert sorted(popped) == sorted((float(when), item) for when, item in adds)
+
+
+# ------------------------------------------------------------ the state machine, explicitly
+
+State = heartbeat_module.HeartbeatState
+
+
+def _in_state(state: heartbeat_module.HeartbeatState) -> Heartbeat:
+    """A heartbeat (interval 10, timeout 5, misses 2) driven into ``state`` from t=0."""
+    hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5, misses=2), now=0.0)
+    if state is State.IDLE:
+        return hb
+    assert hb.poll(10.0) == SendPing()
+    if state is State.PING_DUE:
+        return hb
+    hb.ping_sent(10.0)
+    if state is State.AWAITING_REPLY:
+        return hb
+    assert hb.poll(15.0) == SendPing()
+    hb.ping_sent(15.0)
+    assert isinstance(hb.poll(20.0), PeerDead)
+    return hb
+
+
+def _fire(hb: Heartbeat, event: str) -> None:
+    """Make ``event`` (a TRANSITIONS event name) happen to ``hb``."""
+    deadline = hb.deadline
+    if event == "inbound bytes":
+        hb.received(12.0, 3, 0)
+    elif event == "interval elapsed":
+        assert deadline is not None
+        hb.poll(deadline)
+    elif event == "ping written":
+        hb.ping_sent(10.0)
+    elif event == "late poll forgiven":
+        assert deadline is not None
+        hb.poll(deadline + hb.config.timeout + 0.5)
+    elif event == "ping unanswered":
+        assert deadline is not None
+        hb.poll(deadline)
+    elif event == "last ping unanswered":
+        assert deadline is not None
+        hb.poll(deadline)  # first miss: ping again
+        hb.ping_sent(deadline)
+        hb.poll(deadline + hb.config.timeout)
+    else:  # pragma: no cover
+        raise AssertionError(event)
+
+
+@pytest.mark.parametrize(
+    ("start", "event", "end"),
+    [(state, event, end) for (state, event), end in heartbeat_module.TRANSITIONS.items()],
+    ids=[f"{s.value}--{e}" for (s, e) in heartbeat_module.TRANSITIONS],
+)
+def test_every_transition_of_the_table_happens_as_listed(
+    start: heartbeat_module.HeartbeatState, event: str, end: heartbeat_module.HeartbeatState
+) -> None:
+    hb = _in_state(start)
+    assert hb.state is start
+    _fire(hb, event)
+    assert hb.state is end
+
+
+def test_the_table_covers_every_live_state_and_dead_is_final() -> None:
+    sources = {state for state, _ in heartbeat_module.TRANSITIONS}
+    assert sources == {State.IDLE, State.PING_DUE, State.AWAITING_REPLY}
+    hb = _in_state(State.DEAD)
+    for event in ("inbound bytes", "ping written"):
+        _fire(hb, event)
+        assert hb.state is State.DEAD
+    assert hb.unread(30.0, 100) is False
+    assert hb.state is State.DEAD
+
+
+class TestNewBytesOnly:
+    def test_unread_bytes_count_once_when_they_appear(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        ping(hb, 10.0)
+        assert hb.miss_possible(15.0)
+        assert hb.unread(15.0, 5) is True  # new: life
+        assert hb.state is State.IDLE
+        ping(hb, 25.0)
+        assert hb.unread(30.0, 5) is False  # the same 5 bytes: nothing new
+        assert isinstance(hb.poll(30.0), PeerDead)
+
+    def test_reads_take_bytes_off_so_later_arrivals_still_count(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert hb.unread(1.0, 10)
+        hb.received(2.0, 8)  # the application read 8 of them: 2 left counted
+        assert hb.unread(3.0, 2) is False
+        assert hb.unread(4.0, 3) is True  # one more arrived
+
+    def test_a_receive_buffer_half_full_counts_as_life(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert hb.unread(1.0, 600, capacity=1000)
+        ping(hb, 11.0)
+        assert hb.unread(16.0, 600, capacity=1000) is True  # the peer may be blocked by us
+        assert hb.unread(16.0, 400, capacity=1000) is False
+        assert hb.last_received == 16.0
+
+    def test_miss_possible_only_at_a_pings_expiry(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert not hb.miss_possible(100.0)  # idle: a poll would ask for a ping
+        assert hb.poll(10.0) == SendPing()
+        assert not hb.miss_possible(100.0)
+        hb.ping_sent(10.0)
+        assert not hb.miss_possible(14.9)
+        assert hb.miss_possible(15.0)
+
+
+class TestReceived:
+    def test_without_a_matcher_the_first_bytes_after_a_ping_answer_it(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        hb.received(1.0, 4, None)  # no ping owed: plain life
+        assert hb.pongs_received == 0
+        ping(hb, 11.0)
+        hb.received(11.5, 4, None)
+        assert hb.pongs_received == 1
+        assert hb.rtt == 0.5
+        hb.received(12.0, 4, None)  # nothing owed any more
+        assert hb.pongs_received == 1
+
+    def test_pongs_counted_by_a_matcher(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        ping(hb, 10.0)
+        hb.ping_sent(10.5)  # an extra ping
+        hb.received(11.0, 10, 2)
+        assert hb.pongs_received == 2
+        assert hb.outstanding == 0
+
+
+class TestPingStuck:
+    def test_counts_the_ping_once_our_writes_stopped_for_timeout(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert hb.poll(10.0) == SendPing()
+        assert hb.ping_stuck(11.0, stuck_since=8.0) == 15.0  # from when it fell due
+        assert hb.ping_stuck(14.9, stuck_since=8.0) == 15.0
+        assert hb.ping_stuck(15.0, stuck_since=8.0) is None  # counted as sent at 10.0
+        assert hb.state is State.AWAITING_REPLY
+        assert hb.pings_sent == 1
+        assert isinstance(hb.poll(15.0), PeerDead)  # its window is over already
+
+    def test_writes_that_stopped_later_than_the_due_time_count_from_then(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert hb.poll(10.0) == SendPing()
+        assert hb.ping_stuck(13.0, stuck_since=12.0) == 17.0
+
+    def test_only_meaningful_while_a_ping_is_due(self) -> None:
+        hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
+        assert hb.ping_stuck(100.0, stuck_since=0.0) is None
+        assert hb.pings_sent == 0
+
+
+class TestDriverHelpers:
+    @pytest.mark.parametrize(
+        ("interval", "timeout", "grid"),
+        [(1.0, 10.0, 2.0**-6), (100.0, 100.0, 0.25), (1e-6, 1.0, 2.0**-20)],
+    )
+    def test_timer_grid(self, interval: float, timeout: float, grid: float) -> None:
+        assert heartbeat_module.timer_grid(HeartbeatConfig(interval, timeout)) == grid
+
+    def test_grid_time_rounds_up_never_down(self) -> None:
+        assert heartbeat_module.grid_time(1.01, 0.25) == 1.25
+        assert heartbeat_module.grid_time(1.25, 0.25) == 1.25
+
+    def test_ping_checks(self) -> None:
+        assert heartbeat_module.check_ping(bytearray(b"P")) == b"P"
+        with pytest.raises(InvalidSetting):
+            heartbeat_module.check_ping(b"")
+        with pytest.raises(InvalidSettingType, match="encode text first"):
+            heartbeat_module.check_ping("PING")
+        with pytest.raises(InvalidSettingType):
+            heartbeat_module.check_ping(5)
+        maker = heartbeat_module.check_ping(lambda: b"X")
+        assert heartbeat_module.next_ping(maker) == b"X"
+        with pytest.raises(InvalidSettingType):
+            heartbeat_module.next_ping(lambda: "X")
+        with pytest.raises(InvalidSetting):
+            heartbeat_module.next_ping(lambda: b"")
+
+    def test_describe_stall(self) -> None:
+        text = heartbeat_module.describe_stall(3.25, HeartbeatConfig(1, 2))
+        assert "3.250 s late" in text
+        assert "2 s more" in text
