@@ -409,3 +409,24 @@ def test_unwrap_ends_tls_and_returns_the_plain_socket(certificate: tuple[Path, P
         server.wait(10)
         assert server.error is None
         assert b"secret\n" in served
+
+
+def test_supervised_tls_reads_bursts_that_stay_buffered_inside_tls(
+    client_context: ssl.SSLContext, tls_echo: tuple[str, int]
+) -> None:
+    """Decrypted bytes waiting in the TLS object are invisible to poll(): the supervisor's
+    reader must take them without waiting for the socket to become readable again."""
+    lines = b"".join(b"%07d burst line\n" % number for number in range(40_000))  # ~640 KB
+    with Supervisor(
+        tls_echo,
+        heartbeat=HeartbeatConfig(interval=0.5, timeout=2),
+        ssl=client_context,
+        server_hostname="127.0.0.1",
+    ) as sup:
+        conn = sup.wait_connected(10)
+        conn.settimeout(10)
+        writer = Outcome(lambda: conn.sendall(lines))
+        assert read_exactly(conn, len(lines)) == lines
+        writer.wait(10)
+        assert writer.error is None
+        assert conn.pending() == 0

@@ -659,8 +659,19 @@ class MonitoredSocket:
             )
 
     def pending(self) -> int:
-        """Bytes already read from the kernel and waiting in the wrapper for ``recv``."""
-        return len(self._inbox)
+        """Bytes already read from the kernel and waiting for ``recv``: in the wrapper and,
+        over TLS, decrypted in the TLS object. ``select``/``poll`` on :meth:`fileno` cannot
+        see them: check this first."""
+        if self._would_block is _WOULD_BLOCK:
+            return len(self._inbox)
+        with self._state_lock:  # (no TLS call outside the lock)
+            if self._fd_closed:
+                return len(self._inbox)
+            try:
+                buffered: int = self._sock.pending()  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                buffered = 0
+            return len(self._inbox) + buffered
 
     def __repr__(self) -> str:
         state = (
