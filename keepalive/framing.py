@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from types import MethodType
 from typing import Literal, Protocol, TypeAlias, cast, runtime_checkable
 
 from keepalive._validate import INT_MAX, flag, positive_int
@@ -234,6 +235,125 @@ class PongMatcher(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Spec:
+    """All that a :class:`MessagePongs` derives from its (pong, framing, max_pong).
+
+    Immutable and shared by every matcher of the same spec (see :func:`_spec`), so that a
+    matcher itself holds only its per-stream state.
+    """
+
+    framing: Framing
+    kind: int  # _LINES, _FIXED or _FRAMED
+    token: bytes | None  # a bytes pong
+    predicate: PongPredicate | None  # or a predicate pong
+    max_pong: int
+    delimiter: bytes = b""  # Lines
+    single: bytes | None = None  # a one-byte delimiter (the inlined fast path)
+    # A delimiter whose end can begin another one (b"\n\n", b"||") can occur overlapping
+    # itself, so the last occurrence is not always a message end.
+    bordered: bool = False
+    fixed: int = 0  # FixedSize: the size (also the known total of every message)
+    framer: Framer | None = None  # FixedSize and other framers
+    first_head: int = _FIRST_HEAD  # framers: the first head offered
+
+
+def _make_spec(
+    pong: bytes | bytearray | memoryview | PongPredicate, framing: Framing, max_pong: int
+) -> _Spec:
+    """Check a matcher's arguments (framing, then max_pong, then pong) and derive its spec."""
+    delimiter = b""
+    single: bytes | None = None
+    bordered = False
+    fixed = 0
+    first_head = _FIRST_HEAD
+    framer: Framer | None = None
+    if isinstance(framing, Lines):
+        kind = _LINES
+        delimiter = framing.delimiter
+        if len(delimiter) == 1:
+            single = delimiter
+        bordered = any(delimiter[:i] == delimiter[-i:] for i in range(1, len(delimiter)))
+    elif isinstance(framing, FixedSize):
+        kind = _FIXED
+        fixed = framing.size
+    elif isinstance(framing, type):
+        raise InvalidSettingType(
+            "framing", framing, _FRAMING_ALLOWED, hint="pass an instance, e.g. Lines()"
+        )
+    elif isinstance(framing, Framer):
+        kind = _FRAMED
+        framer = framing
+        if isinstance(framing, LengthPrefixed):
+            first_head = framing.header_size
+    else:
+        raise InvalidSettingType("framing", framing, _FRAMING_ALLOWED)
+    checked_max_pong = positive_int("max_pong", max_pong, maximum=MAX_HEAD)
+    token: bytes | None = None
+    predicate: PongPredicate | None = None
+    if isinstance(pong, (bytes, bytearray, memoryview)):
+        token = _pong_bytes(pong)
+        _check_whole_message(token, framing)
+    elif isinstance(pong, str):
+        raise InvalidSettingType("pong", pong, _PONG_ALLOWED, hint=_ENCODE_HINT)
+    elif callable(pong):
+        predicate = pong
+    else:
+        raise InvalidSettingType("pong", pong, _PONG_ALLOWED)
+    return _Spec(
+        framing,
+        kind,
+        token,
+        predicate,
+        checked_max_pong,
+        delimiter=delimiter,
+        single=single,
+        bordered=bordered,
+        fixed=fixed,
+        framer=framer,
+        first_head=first_head,
+    )
+
+
+# Specs by (pong, framing, max_pong) key; cleared when full (a handful of specs is usual).
+_SPECS: dict[tuple[object, object, int], _Spec] = {}
+_MAX_SPECS = 256
+
+# Framings that are immutable values: equal ones are interchangeable, so they share a spec.
+# Anything else (a framer of your own, a subclass) shares one only with itself.
+_VALUE_FRAMINGS = (Lines, FixedSize, LengthPrefixed)
+
+
+def _spec(
+    pong: bytes | bytearray | memoryview | PongPredicate, framing: Framing, max_pong: int
+) -> _Spec:
+    """The shared spec for these arguments: made (and checked) once, then looked up.
+
+    Keys compare bytes pongs and the library's own framings by value, bound methods as
+    Python does (same object, same function), and anything else by identity (the cached
+    spec holds it, so its id cannot be reused while the key exists). An argument that is
+    not of an exact keyable type (a bytearray pong, a bool max_pong) is checked afresh.
+    """
+    if max_pong.__class__ is not int:
+        return _make_spec(pong, framing, max_pong)
+    pong_key: object
+    if pong.__class__ is bytes or pong.__class__ is MethodType:
+        pong_key = pong
+    elif callable(pong):
+        pong_key = id(pong)
+    else:
+        return _make_spec(pong, framing, max_pong)
+    framing_key = framing if framing.__class__ in _VALUE_FRAMINGS else id(framing)
+    key = (pong_key, framing_key, max_pong)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _make_spec(pong, framing, max_pong)
+        if len(_SPECS) >= _MAX_SPECS:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return spec
+
+
 class MessagePongs:
     """Removes pong messages from an inbound stream split by ``framing``: a :class:`PongMatcher`.
 
@@ -248,26 +368,12 @@ class MessagePongs:
     that has begun and may still be a pong is held back (:attr:`held`) until it ends or is
     known not to be one; with nothing owed, held bytes are released and data passes straight
     through.
+
+    Small (a few slots; thousands live in one process): everything derived from the
+    arguments is in a :class:`_Spec` shared by the matchers of equal arguments.
     """
 
-    __slots__ = (
-        "_bordered",
-        "_delimiter",
-        "_first_head",
-        "_fixed",
-        "_framer",
-        "_framing",
-        "_head",
-        "_held",
-        "_kind",
-        "_max_pong",
-        "_offset",
-        "_predicate",
-        "_single",
-        "_tail",
-        "_token",
-        "_total",
-    )
+    __slots__ = ("_held", "_offset", "_part", "_spec", "_total")
 
     def __init__(
         self,
@@ -276,56 +382,15 @@ class MessagePongs:
         *,
         max_pong: int = 256,
     ) -> None:
-        self._framing = framing
-        self._delimiter = b""
-        self._bordered = False
-        self._fixed = 0
-        self._first_head = _FIRST_HEAD
-        self._framer: Framer | None = None
-        self._single: bytes | None = None  # a one-byte delimiter (the inlined fast path)
-        if isinstance(framing, Lines):
-            self._kind = _LINES
-            delimiter = framing.delimiter
-            self._delimiter = delimiter
-            if len(delimiter) == 1:
-                self._single = delimiter
-            # A delimiter whose end can begin another one (b"\n\n", b"||") can occur
-            # overlapping itself, so the last occurrence is not always a message end.
-            self._bordered = any(delimiter[:i] == delimiter[-i:] for i in range(1, len(delimiter)))
-        elif isinstance(framing, FixedSize):
-            self._kind = _FIXED
-            self._fixed = framing.size
-        elif isinstance(framing, type):
-            raise InvalidSettingType(
-                "framing", framing, _FRAMING_ALLOWED, hint="pass an instance, e.g. Lines()"
-            )
-        elif isinstance(framing, Framer):
-            self._kind = _FRAMED
-            self._framer = framing
-            if isinstance(framing, LengthPrefixed):
-                self._first_head = framing.header_size
-        else:
-            raise InvalidSettingType("framing", framing, _FRAMING_ALLOWED)
-        self._max_pong = positive_int("max_pong", max_pong, maximum=MAX_HEAD)
-        self._token: bytes | None = None
-        self._predicate: PongPredicate | None = None
-        if isinstance(pong, (bytes, bytearray, memoryview)):
-            token = _pong_bytes(pong)
-            _check_whole_message(token, framing)
-            self._token = token
-        elif isinstance(pong, str):
-            raise InvalidSettingType("pong", pong, _PONG_ALLOWED, hint=_ENCODE_HINT)
-        elif callable(pong):
-            self._predicate = pong
-        else:
-            raise InvalidSettingType("pong", pong, _PONG_ALLOWED)
+        spec = _spec(pong, framing, max_pong)
+        self._spec = spec
         # The current message: bytes of it seen so far (0: at a boundary); its total length
-        # (0: not known yet); for framers, its first bytes while the length is unknown; for
-        # multi-byte delimiters, its last len(delimiter) - 1 bytes.
+        # (0: not known yet); a part of it: for framers, its first bytes while the length is
+        # unknown; for multi-byte delimiters, its last len(delimiter) - 1 bytes (a framing
+        # needs only one of the two).
         self._offset = 0
-        self._total = self._fixed
-        self._head = b""
-        self._tail = b""
+        self._total = spec.fixed
+        self._part = b""
         # The current message so far, while it may still be a pong (then _offset > 0).
         self._held = b""
 
@@ -334,20 +399,21 @@ class MessagePongs:
     @property
     def pong(self) -> bytes | PongPredicate:
         """The pong message's bytes, or the predicate that recognises one."""
-        if self._token is not None:
-            return self._token
-        assert self._predicate is not None
-        return self._predicate
+        spec = self._spec
+        if spec.token is not None:
+            return spec.token
+        assert spec.predicate is not None
+        return spec.predicate
 
     @property
     def framing(self) -> Framing:
         """How the inbound stream is split into messages."""
-        return self._framing
+        return self._spec.framing
 
     @property
     def max_pong(self) -> int:
         """The longest message a predicate pong may be (unused with a bytes pong)."""
-        return self._max_pong
+        return self._spec.max_pong
 
     @property
     def held(self) -> bytes:
@@ -360,7 +426,7 @@ class MessagePongs:
         return self._offset == 0
 
     def __repr__(self) -> str:
-        return f"MessagePongs({self.pong!r}, {self._framing!r})"
+        return f"MessagePongs({self.pong!r}, {self._spec.framing!r})"
 
     # ------------------------------------------------------------- matching
 
@@ -377,10 +443,10 @@ class MessagePongs:
         if outstanding.__class__ is not int:
             outstanding = _outstanding(outstanding)
         if outstanding <= 0:
-            if outstanding < 0:
+            if outstanding:  # below 0
                 raise InvalidSetting("outstanding", outstanding, "a whole number >= 0")
             # The common case: nothing owed, so only the boundary is tracked.
-            single = self._single
+            single = self._spec.single
             if single is not None:
                 found = data.rfind(single)
                 self._offset = self._offset + len(data) if found < 0 else len(data) - found - 1
@@ -391,7 +457,7 @@ class MessagePongs:
                 self._held = b""
                 return held + data, 0
             return data, 0
-        token = self._token
+        token = self._spec.token
         if token is not None:
             if self._offset == 0 and data == token:
                 return b"", 1  # the other common case: exactly the owed pong
@@ -423,14 +489,15 @@ class MessagePongs:
         if self._offset or not outstanding:
             return 0, 0
         pos = count = 0
-        token = self._token
+        spec = self._spec
+        token = spec.token
         if token is not None:
             size = len(token)
             while count < outstanding and data.startswith(token, pos):
                 pos += size
                 count += 1
             return pos, count
-        predicate = self._predicate
+        predicate = spec.predicate
         assert predicate is not None
         while count < outstanding and pos < len(data):
             end = self._peek_end(data, pos)
@@ -443,6 +510,7 @@ class MessagePongs:
     # ------------------------------------------------------------- internals
 
     def _scan_token(self, token: bytes, data: bytes, outstanding: int) -> tuple[bytes, int]:
+        spec = self._spec
         n = len(data)
         size = len(token)
         pieces: list[bytes] = []
@@ -466,10 +534,10 @@ class MessagePongs:
                     return b"", 0
                 pieces.append(held)
                 pos = end
-        if self._kind == _LINES and not self._bordered:
+        if spec.kind == _LINES and not spec.bordered:
             # Lines: find the pong's bytes (in C) and keep those that start a message, rather
             # than walking message by message.
-            delimiter = self._delimiter
+            delimiter = spec.delimiter
             width = len(delimiter)
             search = pos
             while removed < outstanding:
@@ -481,7 +549,7 @@ class MessagePongs:
                 elif found - pos >= width:
                     starts = data.startswith(delimiter, found - width)
                 else:  # a delimiter just before it may have begun in an earlier chunk
-                    starts = (self._tail + data[pos:found]).endswith(delimiter)
+                    starts = (self._part + data[pos:found]).endswith(delimiter)
                 if not starts:
                     search = found + 1
                     continue
@@ -525,9 +593,10 @@ class MessagePongs:
         return _joined(data, pieces, run, limit), removed
 
     def _scan_predicate(self, data: bytes, outstanding: int) -> tuple[bytes, int]:
-        predicate = self._predicate
+        spec = self._spec
+        predicate = spec.predicate
         assert predicate is not None
-        max_pong = self._max_pong
+        max_pong = spec.max_pong
         n = len(data)
         pieces: list[bytes] = []
         removed = 0
@@ -572,25 +641,26 @@ class MessagePongs:
     def _could_be_pong(self) -> bool:
         """Whether the unfinished current message may still end within ``max_pong`` bytes."""
         total = self._total
-        return self._offset < self._max_pong and (total == 0 or total <= self._max_pong)
+        max_pong = self._spec.max_pong
+        return self._offset < max_pong and (total == 0 or total <= max_pong)
 
     def _reset(self) -> None:
         self._offset = 0
-        self._total = self._fixed
-        self._head = b""
-        self._tail = b""
+        self._total = self._spec.fixed
+        self._part = b""
 
     def _end(self, data: bytes, pos: int) -> int:
         """Consume the current message from ``pos``; return where it ends (``len(data)``: later)."""
-        if self._kind == _LINES:
+        if self._spec.kind == _LINES:
             return self._line_end(data, pos)
         return self._frame_end(data, pos)
 
     def _skip(self, data: bytes, pos: int) -> None:
         """Consume ``data[pos:]`` with as little Python work per message as possible."""
-        kind = self._kind
+        spec = self._spec
+        kind = spec.kind
         if kind == _LINES:
-            delimiter = self._delimiter
+            delimiter = spec.delimiter
             if len(delimiter) == 1:
                 found = data.rfind(delimiter, pos)
                 if found < 0:
@@ -598,11 +668,11 @@ class MessagePongs:
                 else:
                     self._offset = len(data) - found - 1
                 return
-            if not self._bordered:
+            if not spec.bordered:
                 self._skip_lines(data, pos)
                 return
         elif kind == _FIXED:
-            self._offset = (self._offset + len(data) - pos) % self._fixed
+            self._offset = (self._offset + len(data) - pos) % spec.fixed
             return
         n = len(data)
         while pos < n:
@@ -611,12 +681,12 @@ class MessagePongs:
     def _skip_lines(self, data: bytes, pos: int) -> None:
         # Occurrences of a delimiter without a border cannot overlap, so each one ends a
         # message and the last one found from the right is the last boundary.
-        delimiter = self._delimiter
+        delimiter = self._spec.delimiter
         found = data.rfind(delimiter, pos)
         if found >= 0:
             self._after_line(data, found + len(delimiter))
             return
-        tail = self._tail
+        tail = self._part
         if tail:
             found = (tail + data[pos : pos + len(delimiter) - 1]).find(delimiter)
             if found >= 0:
@@ -625,20 +695,20 @@ class MessagePongs:
         self._extend_line(data, pos)
 
     def _line_end(self, data: bytes, pos: int) -> int:
-        delimiter = self._delimiter
+        delimiter = self._spec.delimiter
         size = len(delimiter)
-        if size > 1 and self._tail:
+        if size > 1 and self._part:
             # A delimiter split across chunks: it starts in the tail kept from before.
-            tail = self._tail
+            tail = self._part
             found = (tail + data[pos : pos + size - 1]).find(delimiter)
             if found >= 0:
                 self._offset = 0
-                self._tail = b""
+                self._part = b""
                 return pos + found + size - len(tail)
         found = data.find(delimiter, pos)
         if found >= 0:
             self._offset = 0
-            self._tail = b""
+            self._part = b""
             return found + size
         self._extend_line(data, pos)
         return len(data)
@@ -647,18 +717,18 @@ class MessagePongs:
         """A line ended at ``end``; the rest of ``data`` (no delimiter) starts the next."""
         n = len(data)
         self._offset = n - end
-        self._tail = data[max(end, n - len(self._delimiter) + 1) :] if end < n else b""
+        self._part = data[max(end, n - len(self._spec.delimiter) + 1) :] if end < n else b""
 
     def _extend_line(self, data: bytes, pos: int) -> None:
         """All of ``data[pos:]`` continues the current line."""
         n = len(data)
         self._offset += n - pos
-        keep = len(self._delimiter) - 1
+        keep = len(self._spec.delimiter) - 1
         if keep:
             if n - pos >= keep:
-                self._tail = data[n - keep :]
+                self._part = data[n - keep :]
             else:
-                self._tail = (self._tail + data[pos:])[-keep:]
+                self._part = (self._part + data[pos:])[-keep:]
 
     def _frame_end(self, data: bytes, pos: int) -> int:
         n = len(data)
@@ -672,7 +742,7 @@ class MessagePongs:
         end = pos + total - self._offset
         if end <= n:
             self._offset = 0
-            self._total = self._fixed
+            self._total = self._spec.fixed
             return end
         self._offset += n - pos
         self._total = total
@@ -680,11 +750,12 @@ class MessagePongs:
 
     def _resolve(self, data: bytes, pos: int) -> int:
         """Ask the framer for the current message's length (0: not yet known; head kept)."""
-        framer = self._framer
+        spec = self._spec
+        framer = spec.framer
         assert framer is not None
-        known = self._head
+        known = self._part
         asked = len(known)  # the framer already answered None for this many bytes
-        want = max(self._first_head, asked + 1)
+        want = max(spec.first_head, asked + 1)
         n = len(data)
         while True:
             take = min(want, MAX_HEAD) - len(known)
@@ -697,7 +768,7 @@ class MessagePongs:
                         f"{len(head)}-byte head after None for {asked} bytes: expected a "
                         f"length > {asked} or None"
                     )
-                self._head = b""
+                self._part = b""
                 return length
             if len(head) >= MAX_HEAD:
                 raise FramingError(
@@ -705,7 +776,7 @@ class MessagePongs:
                     f"head (at most MAX_HEAD = {MAX_HEAD} bytes may be needed)"
                 )
             if pos + take >= n:
-                self._head = head
+                self._part = head
                 self._offset = len(head)
                 return 0
             asked = len(head)
@@ -713,17 +784,18 @@ class MessagePongs:
 
     def _peek_end(self, data: bytes, pos: int) -> int:
         """End of the message at boundary ``pos`` if it is complete and <= max_pong; else -1."""
-        max_pong = self._max_pong
-        if self._kind == _LINES:
-            delimiter = self._delimiter
+        spec = self._spec
+        max_pong = spec.max_pong
+        if spec.kind == _LINES:
+            delimiter = spec.delimiter
             found = data.find(delimiter, pos, pos + max_pong)
             return -1 if found < 0 else found + len(delimiter)
-        if self._kind == _FIXED:
-            length: object = self._fixed
+        if spec.kind == _FIXED:
+            length: object = spec.fixed
         else:
-            framer = self._framer
+            framer = spec.framer
             assert framer is not None
-            length = framer.message_length(data[pos : pos + max(self._first_head, max_pong)])
+            length = framer.message_length(data[pos : pos + max(spec.first_head, max_pong)])
             if length is None:
                 return -1
             if isinstance(length, bool) or not isinstance(length, int) or length < 1:

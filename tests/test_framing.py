@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import keepalive.framing as framing_module
 from keepalive.errors import InvalidSetting, InvalidSettingType, KeepaliveError
 from keepalive.framing import (
     MAX_HEAD,
@@ -709,6 +711,90 @@ class TestMessagePongs:
         )
         with pytest.raises(dataclasses.FrozenInstanceError):
             Lines().delimiter = b"x"  # type: ignore[misc]
+
+
+class EqualToAll:
+    """A framer of one's own that claims to equal every other: never shared by value."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def message_length(self, head: bytes) -> int:
+        return self.size
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EqualToAll)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+class TestSmallMatchers:
+    """A matcher holds only its per-stream state; what its arguments imply is shared."""
+
+    @pytest.mark.parametrize(
+        "build",
+        [
+            lambda: make_pong_matcher(b"PONG\n"),
+            lambda: MessagePongs(b"PONG\r\n", Lines(b"\r\n")),
+            lambda: MessagePongs(b"PONG!", FixedSize(5)),
+            lambda: MessagePongs(b"PONG" * 1000, FixedSize(4000)),
+            lambda: MessagePongs(encode(LengthPrefixed(), b"PONG"), LengthPrefixed()),
+            lambda: MessagePongs(startswith_pong, Netstrings(), max_pong=12),
+        ],
+    )
+    def test_instance_size_bound(self, build: Callable[[], object]) -> None:
+        matcher = build()
+        assert isinstance(matcher, MessagePongs)
+        assert sys.getsizeof(matcher) <= 80
+        assert not hasattr(matcher, "__dict__")
+        # Idle, the per-stream values are shared objects: b"", 0 or the spec's own size.
+        shared = (b"", 0, matcher._spec.fixed)
+        for name in MessagePongs.__slots__:
+            if name != "_spec":
+                value = getattr(matcher, name)
+                assert any(value is item for item in shared), name
+
+    def test_equal_arguments_share_a_spec_not_state(self) -> None:
+        first = make_pong_matcher(b"PONG\n")
+        second = MessagePongs(b"PONG\n", Lines())
+        assert isinstance(first, MessagePongs)
+        assert first._spec is second._spec
+        assert first.feed(b"x\nPO", 1) == (b"x\n", 0)
+        assert first.held == b"PO"
+        assert second.held == b""
+        assert second.at_boundary
+        assert second.feed(b"PONG\n", 1) == (b"", 1)
+        assert first.feed(b"NG\n", 1) == (b"", 1)
+
+    def test_own_framers_are_shared_only_with_themselves(self) -> None:
+        def never(message: bytes) -> bool:
+            return False
+
+        two, three = EqualToAll(2), EqualToAll(3)
+        by_two = MessagePongs(never, two)
+        by_three = MessagePongs(never, three)
+        assert by_two.framing is two
+        assert by_three.framing is three
+        assert by_two.feed(b"abc", 0) == (b"abc", 0)
+        assert by_three.feed(b"abc", 0) == (b"abc", 0)
+        assert not by_two.at_boundary
+        assert by_three.at_boundary
+
+    def test_cached_spec_does_not_skip_checks(self) -> None:
+        MessagePongs(startswith_pong, Lines(), max_pong=1)
+        with pytest.raises(InvalidSettingType, match="max_pong"):
+            loose(MessagePongs)(startswith_pong, Lines(), max_pong=True)
+        with pytest.raises(InvalidSetting, match="pong"):
+            loose(MessagePongs)(bytearray(b"PONG"), Lines())
+
+    def test_spec_cache_is_bounded(self) -> None:
+        matchers = [
+            MessagePongs(startswith_pong, Lines(), max_pong=size)
+            for size in range(1, framing_module._MAX_SPECS * 2)
+        ]
+        assert len(framing_module._SPECS) <= framing_module._MAX_SPECS
+        assert [m.max_pong for m in matchers] == list(range(1, framing_module._MAX_SPECS * 2))
 
 
 # ------------------------------------------------------------- validation
