@@ -968,6 +968,17 @@ def _peer(transport: asyncio.BaseTransport | None) -> str:
 # Entry points
 
 
+def _is_transport(obj: object) -> bool:
+    """An asyncio transport, or one of another event loop's (uvloop's transports are not
+    subclasses of asyncio's): it has the transport methods a monitor uses."""
+    if isinstance(obj, asyncio.BaseTransport):
+        return True
+    return all(
+        callable(getattr(obj, name, None))
+        for name in ("get_protocol", "set_protocol", "get_extra_info", "is_closing", "write")
+    )
+
+
 def monitor_of(
     obj: asyncio.StreamWriter | asyncio.BaseTransport | asyncio.BaseProtocol,
 ) -> HeartbeatProtocol | None:
@@ -980,8 +991,8 @@ def monitor_of(
         return obj
     if isinstance(obj, asyncio.StreamWriter):
         obj = obj.transport
-    if isinstance(obj, asyncio.BaseTransport):
-        protocol = obj.get_protocol()
+    if _is_transport(obj):  # asyncio's, or another loop's such as uvloop's
+        protocol = cast(asyncio.BaseTransport, obj).get_protocol()
         return protocol if isinstance(protocol, HeartbeatProtocol) else None
     if isinstance(obj, asyncio.BaseProtocol):
         return None
@@ -1007,7 +1018,7 @@ def monitor_transport(
     (:func:`keepalive.configure`; its errors propagate). Call it from the loop's thread,
     while the loop runs. The heartbeat's clock starts now.
     """
-    if not isinstance(transport, asyncio.BaseTransport):
+    if not _is_transport(transport):
         raise InvalidSettingType("transport", transport, "an asyncio transport")
     asyncio.get_running_loop()  # the monitor lives on the running loop: fail early outside one
     current = transport.get_protocol()
