@@ -620,7 +620,7 @@ def test_monitor_transport_on_an_existing_connection(echo_server: EchoServer) ->
     async def main() -> None:
         loop = asyncio.get_running_loop()
         transport, app = await loop.create_connection(RecordingProtocol, *echo_server.address)
-        hb = aio.monitor_transport(
+        hb = aio.monitor(
             transport,
             heartbeat=HeartbeatConfig(interval=0.05, timeout=1),
             keepalive=KeepaliveConfig(idle=5, interval=2, count=3),

@@ -511,7 +511,7 @@ def test_sync_supervisor(
 
 
 # ---------------------------------------------------------------------------------------------
-# asyncio: open_connection, wrap, monitor_transport, HeartbeatProtocol, Supervisor
+# asyncio: open_connection, wrap, monitor, HeartbeatProtocol, Supervisor
 
 
 def run_bounded(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -631,7 +631,7 @@ def test_aio_wrap(
 
 @FUZZ
 @given(
-    kwargs=arguments(aio.monitor_transport, {**WRAP_GOOD, "protocol": st.just(None)}),
+    kwargs=arguments(aio.monitor, {**WRAP_GOOD, "protocol": st.just(None)}),
     transport_junk=st.one_of(st.none(), JUNK),
 )
 def test_aio_monitor_transport(
@@ -644,7 +644,7 @@ def test_aio_monitor_transport(
         transport = writer.transport
         before = transport_state(transport)
         target = transport if transport_junk is None else transport_junk
-        monitor, refused = outcome(lambda: aio.monitor_transport(target, **kwargs))  # type: ignore[arg-type]
+        monitor, refused = outcome(lambda: aio.monitor(target, **kwargs))  # type: ignore[arg-type]
         if refused is not None:
             check_refusal(refused, kwargs)
             assert transport_state(transport) == before, f"refused ({refused!r}), changed"

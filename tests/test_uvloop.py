@@ -67,7 +67,7 @@ def test_wrap_and_monitor_transport_on_uvloop(echo_server: EchoServer) -> None:
 
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_connection(asyncio.Protocol, *echo_server.address)
-        watched = aio.monitor_transport(transport, heartbeat=HeartbeatConfig(0.05, 1))
+        watched = aio.monitor(transport, heartbeat=HeartbeatConfig(0.05, 1))
         assert transport.get_protocol() is watched
         assert watched.protocol is protocol
         transport.close()

@@ -1,6 +1,6 @@
 """Heartbeats for asyncio: streams and protocols, one timer per event loop for all of them.
 
-* :func:`open_connection`, :func:`wrap`, :func:`monitor_transport` and
+* :func:`open_connection`, :func:`wrap`, :func:`monitor` and
   :class:`HeartbeatProtocol` (module :mod:`keepalive.aio.connection`) put a heartbeat on a
   connection;
 * :class:`Supervisor` (module :mod:`keepalive.aio.supervisor`) keeps one connection up and
@@ -21,8 +21,8 @@ from keepalive.aio.connection import (
     PingSource,
     PongSource,
     SchedulerStats,
+    monitor,
     monitor_of,
-    monitor_transport,
     open_connection,
     scheduler_stats,
     wrap,
@@ -40,7 +40,7 @@ __all__ = [
     "SupervisedConnection",
     "Supervisor",
     "monitor_of",
-    "monitor_transport",
+    "monitor",
     "open_connection",
     "scheduler_stats",
     "wrap",

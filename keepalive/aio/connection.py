@@ -20,7 +20,7 @@ Three ways in, one piece of code (:class:`HeartbeatProtocol`) behind all of them
 * :func:`open_connection`: like :func:`asyncio.open_connection`, with a heartbeat (and
   keepalive before the SYN, every address tried, retries, per-attempt connect timeouts);
 * :func:`wrap`: start a heartbeat on streams that already exist;
-* :class:`HeartbeatProtocol` / :func:`monitor_transport`: for ``asyncio.Protocol`` users.
+* :class:`HeartbeatProtocol` / :func:`monitor`: for ``asyncio.Protocol`` users.
 
 :class:`~keepalive.aio.Supervisor` (in :mod:`keepalive.aio.supervisor`) keeps one such
 connection up and reconnects when it dies.
@@ -31,7 +31,7 @@ Design (what a reader of the code needs to know):
   application's protocol (for streams, the :class:`asyncio.StreamReaderProtocol`). Every chunk
   the transport delivers first tells the core that the peer is alive and goes through the pong
   matcher; only the application's bytes are passed on. :func:`open_connection` creates it
-  as the transport's protocol; :func:`wrap` and :func:`monitor_transport` interpose it with
+  as the transport's protocol; :func:`wrap` and :func:`monitor` interpose it with
   ``transport.set_protocol()``. It is a :class:`asyncio.BufferedProtocol`: transports read
   into one buffer per event loop, shared by all its monitors (reads are synchronous, so it
   is never in use twice), and only the bytes read are copied out. That spares every read
@@ -155,7 +155,7 @@ __all__ = [
     "PongSource",
     "SchedulerStats",
     "monitor_of",
-    "monitor_transport",
+    "monitor",
     "open_connection",
     "scheduler_stats",
     "wrap",
@@ -449,7 +449,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             lambda: HeartbeatProtocol(MyProtocol(), HeartbeatConfig(interval=10, timeout=5)),
             host, port)
 
-    or interpose it on an existing one with :func:`monitor_transport`. It forwards every
+    or interpose it on an existing one with :func:`monitor`. It forwards every
     callback to ``protocol`` (an :class:`asyncio.Protocol`, a
     :class:`asyncio.BufferedProtocol`, or anything with ``data_received``), minus the pongs,
     and is the per-connection read-out: :attr:`rtt`, :attr:`srtt`, :attr:`dead`, ...
@@ -999,7 +999,7 @@ def monitor_of(
     raise InvalidSettingType("obj", obj, "an asyncio StreamWriter, transport or protocol")
 
 
-def monitor_transport(
+def monitor(
     transport: asyncio.BaseTransport,
     protocol: asyncio.BaseProtocol | None = None,
     *,
@@ -1060,7 +1060,7 @@ def wrap(
         raise InvalidSettingType("reader", reader, "an asyncio.StreamReader")
     if not isinstance(writer, asyncio.StreamWriter):
         raise InvalidSettingType("writer", writer, "an asyncio.StreamWriter")
-    monitor_transport(
+    monitor(
         writer.transport,
         heartbeat=heartbeat,
         ping=ping,
