@@ -144,3 +144,17 @@ def test_bytes_buffered_before_the_verdict_are_delivered_then_the_error() -> Non
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+@pytest.mark.parametrize(
+    ("buffer", "nbytes"),
+    [(bytearray(10), "x"), (bytearray(10), 2.5), (bytearray(10), True), (b"read-only", 0), (5, 0)],
+)
+def test_recv_into_refuses_bad_arguments_clearly(buffer: object, nbytes: object) -> None:
+    client, server = tcp_pair()
+    with server, monitor(client, heartbeat=HeartbeatConfig(30, 30)) as sock:
+        with pytest.raises(InvalidSetting):
+            sock.recv_into(buffer, nbytes)  # type: ignore[arg-type]
+        server.sendall(b"ok")
+        sock.settimeout(5)
+        assert sock.recv(10) == b"ok"  # the socket is untouched

@@ -738,7 +738,14 @@ class MonitoredSocket:
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`recv`, into ``buffer``; returns the count (0 at end of stream)."""
-        view = memoryview(buffer).cast("B")
+        try:
+            view = memoryview(buffer).cast("B")
+        except TypeError as exc:
+            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object") from exc
+        if view.readonly:
+            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object")
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+            raise InvalidSettingType("nbytes", nbytes, "a whole number >= 0")
         if nbytes < 0:
             raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
         if nbytes > len(view):
