@@ -121,7 +121,7 @@ from typing_extensions import Buffer, Self
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import AttemptFailure
-from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
+from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, InvalidSocket
 from keepalive.framing import Framing, PongMatcher, PongSource, pong_matcher_factory
 from keepalive.heartbeat import HeartbeatConfig, check_ping
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
@@ -774,6 +774,11 @@ class Supervisor:
                 pong=self._new_matcher(),
                 wake=self._wake,
             )
+        except InvalidSocket as exc:
+            # Reset between the connect and the heartbeat's start (not connected any more):
+            # a connection failure the retry policy judges as such, not a bad argument.
+            raw.close()
+            return ConnectionResetError(errno.ECONNRESET, f"the connection ended at once: {exc}")
         except BaseException as exc:
             raw.close()
             if isinstance(exc, Exception):
