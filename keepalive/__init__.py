@@ -14,8 +14,11 @@ asyncio nor psutil is ever imported by it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+
+# `typing` stays unimported by `import keepalive` and the first configure() (mypy reads this
+# as True, as it does typing.TYPE_CHECKING).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0.dev0"
 
@@ -88,6 +91,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from keepalive.config import KeepaliveConfig
     from keepalive.dial import connect, connect_async
     from keepalive.errors import (
@@ -110,12 +115,18 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is not None:
-        value = getattr(importlib.import_module(module), name)
+        value = getattr(_load(module), name)
         globals()[name] = value  # later lookups skip this function
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"keepalive.{name}")
+        return _load(f"keepalive.{name}")
     raise AttributeError(f"module 'keepalive' has no attribute {name!r}")
+
+
+def _load(module: str) -> Any:
+    """``importlib.import_module(module)`` without importing importlib (and warnings)."""
+    __import__(module)
+    return sys.modules[module]
 
 
 def __dir__() -> list[str]:

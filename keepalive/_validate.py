@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 
 from keepalive.errors import InvalidSetting, InvalidSettingType
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from numbers import Integral, Real
+    from typing import TypeGuard
 
 #: Counts are C ints in every OS's socket API.
 INT_MAX = 2**31 - 1
@@ -17,7 +21,7 @@ PORT_MAX = 65535
 def positive_seconds(field: str, value: object, *, allow_zero: bool = False) -> float:
     """A finite duration in seconds (int or float, not bool): > 0, or >= 0 with allow_zero."""
     allowed = "a finite number of seconds " + (">= 0" if allow_zero else "> 0")
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if type(value) is not float and type(value) is not int and not _is_real(value):
         raise InvalidSettingType(field, value, allowed)
     try:
         number = float(value)
@@ -33,12 +37,30 @@ def positive_seconds(field: str, value: object, *, allow_zero: bool = False) -> 
 def positive_int(field: str, value: object, *, minimum: int = 1, maximum: int = INT_MAX) -> int:
     """A whole count (int, not bool; a float with no fraction is refused too)."""
     allowed = f"a whole number from {minimum} to {maximum}"
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    if type(value) is not int and not _is_integral(value):
         raise InvalidSettingType(field, value, allowed)
     number = int(value)
     if not minimum <= number <= maximum:
         raise InvalidSetting(field, value, allowed)
     return number
+
+
+# The exact types int and float are checked above without the `numbers` ABCs, whose import
+# (and isinstance through ABCMeta) costs more than everything else on configure()'s first use.
+
+
+def _is_real(value: object) -> TypeGuard[Real]:
+    """A real number other than a bool."""
+    from numbers import Real  # noqa: PLC0415 - only for other types than int and float
+
+    return not isinstance(value, bool) and isinstance(value, Real)
+
+
+def _is_integral(value: object) -> TypeGuard[Integral]:
+    """A whole number other than a bool."""
+    from numbers import Integral  # noqa: PLC0415 - only for other types than int
+
+    return not isinstance(value, bool) and isinstance(value, Integral)
 
 
 def flag(field: str, value: object) -> bool:

@@ -7,12 +7,12 @@ turned into a plan for one platform (`keepalive.platforms`), still before any op
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
+from keepalive._record import Record
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.errors import InvalidSetting
 
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
 if TYPE_CHECKING:
     from keepalive.platforms import Platform
 
@@ -25,8 +25,7 @@ DEFAULT_INTERVAL = 10.0
 DEFAULT_COUNT = 5
 
 
-@dataclass(frozen=True, slots=True)
-class KeepaliveConfig:
+class KeepaliveConfig(Record):
     """Kernel keepalive settings, in seconds (int or float) and a probe count.
 
     - ``idle``: silence before the first probe (Linux TCP_KEEPIDLE, macOS TCP_KEEPALIVE).
@@ -40,20 +39,33 @@ class KeepaliveConfig:
       about one retransmission timeout (at least 0.2 s, more on slow paths) after it.
     """
 
-    idle: float = DEFAULT_IDLE
-    interval: float = DEFAULT_INTERVAL
-    count: int = DEFAULT_COUNT
-    user_timeout: float | None = field(default=None)
+    # A frozen dataclass in behaviour (equality, hashing, repr, dataclasses.replace()),
+    # written on keepalive._record.Record so that `import dataclasses` stays off the path.
+    __slots__ = ("count", "idle", "interval", "user_timeout")
+    __match_args__ = ("idle", "interval", "count", "user_timeout")
 
-    def __post_init__(self) -> None:
-        # Frozen: normalise through object.__setattr__ so 60 and 60.0 compare and hash equal.
-        object.__setattr__(self, "idle", positive_seconds("idle", self.idle))
-        object.__setattr__(self, "interval", positive_seconds("interval", self.interval))
-        object.__setattr__(self, "count", positive_int("count", self.count))
-        if self.user_timeout is not None:
-            object.__setattr__(
-                self, "user_timeout", positive_seconds("user_timeout", self.user_timeout)
-            )
+    idle: float
+    interval: float
+    count: int
+    user_timeout: float | None
+
+    def __init__(
+        self,
+        idle: float = DEFAULT_IDLE,
+        interval: float = DEFAULT_INTERVAL,
+        count: int = DEFAULT_COUNT,
+        user_timeout: float | None = None,
+    ) -> None:
+        # Frozen: normalised so 60 and 60.0 compare and hash equal.
+        setattr_ = object.__setattr__
+        setattr_(self, "idle", positive_seconds("idle", idle))
+        setattr_(self, "interval", positive_seconds("interval", interval))
+        setattr_(self, "count", positive_int("count", count))
+        setattr_(
+            self,
+            "user_timeout",
+            None if user_timeout is None else positive_seconds("user_timeout", user_timeout),
+        )
 
     # -- derived values -------------------------------------------------------------------
 
@@ -74,7 +86,7 @@ class KeepaliveConfig:
     def with_user_timeout(self, user_timeout: float | None = None) -> KeepaliveConfig:
         """A copy with ``user_timeout`` set (by default to :attr:`recommended_user_timeout`)."""
         value = self.recommended_user_timeout if user_timeout is None else user_timeout
-        return replace(self, user_timeout=value)
+        return self.__replace__(user_timeout=value)
 
     @property
     def detection_bound(self) -> float:

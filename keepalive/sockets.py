@@ -9,14 +9,10 @@ back as they were and the error names the option that failed.
 from __future__ import annotations
 
 import _socket
-import enum
 import os
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import Any, Protocol, cast
 
+from keepalive._record import Record
 from keepalive._validate import INT_MAX, flag
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import (
@@ -31,34 +27,54 @@ from keepalive.platforms import (
     Plan,
     Platform,
     SetOption,
-    Setting,
     SettingResult,
     Status,
     current,
 )
-from keepalive.system import system_defaults
+
+# `typing` stays unimported on configure()'s first use (mypy reads TYPE_CHECKING as True).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import enum
+    from collections.abc import Iterator
+    from typing import Any, Protocol, cast
+
+    from keepalive.platforms import Setting
+
+    class SocketLike(Protocol):
+        """What `configure` needs from a socket object (socket.socket, ssl.SSLSocket,
+        asyncio's TransportSocket all qualify)."""
+
+        family: Any
+        type: Any
+
+        def fileno(self) -> int: ...
+        def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
+        def getsockopt(self, level: int, optname: int, /) -> int: ...
+
+else:
+
+    def cast(kind, value):  # typing.cast
+        return value
+
 
 __all__ = ["Applied", "KeepaliveState", "configure", "inspect", "socket_options"]
 
 
-class SocketLike(Protocol):
-    """What `configure` needs from a socket object (socket.socket, ssl.SSLSocket,
-    asyncio's TransportSocket all qualify)."""
-
-    family: Any
-    type: Any
-
-    def fileno(self) -> int: ...
-    def setsockopt(self, level: int, optname: int, value: int, /) -> None: ...
-    def getsockopt(self, level: int, optname: int, /) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(Record):
     """What `configure` did: one :class:`SettingResult` per requested setting."""
+
+    # A frozen dataclass in behaviour, written on keepalive._record.Record (no dataclasses
+    # import on configure()'s first use).
+    __slots__ = ("platform", "results")
+    __match_args__ = ("platform", "results")
 
     platform: str
     results: tuple[SettingResult, ...]
+
+    def __init__(self, platform: str, results: tuple[SettingResult, ...]) -> None:
+        object.__setattr__(self, "platform", platform)
+        object.__setattr__(self, "results", results)
 
     def __getitem__(self, setting: str) -> SettingResult:
         for item in self.results:
@@ -113,8 +129,7 @@ class Applied:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class KeepaliveState:
+class KeepaliveState(Record):
     """Effective keepalive values of one socket, as the kernel reports them.
 
     ``source`` says per setting where the value comes from: ``"socket"`` (read back from the
@@ -124,6 +139,17 @@ class KeepaliveState:
     show) or ``"none"`` (no such limit is in force, e.g. no user timeout).
     """
 
+    __slots__ = ("count", "enabled", "idle", "interval", "platform", "source", "user_timeout")
+    __match_args__ = (
+        "platform",
+        "enabled",
+        "idle",
+        "interval",
+        "count",
+        "user_timeout",
+        "source",
+    )
+
     platform: str
     enabled: bool
     idle: float | None
@@ -131,6 +157,25 @@ class KeepaliveState:
     count: int | None
     user_timeout: float | None
     source: dict[str, str]
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        platform: str,
+        enabled: bool,
+        idle: float | None,
+        interval: float | None,
+        count: int | None,
+        user_timeout: float | None,
+        source: dict[str, str],
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "platform", platform)
+        setattr_(self, "enabled", enabled)
+        setattr_(self, "idle", idle)
+        setattr_(self, "interval", interval)
+        setattr_(self, "count", count)
+        setattr_(self, "user_timeout", user_timeout)
+        setattr_(self, "source", source)
 
     @property
     def detection_bound(self) -> float | None:
@@ -173,7 +218,7 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
         raise InvalidSocket(f"expected a socket or a file descriptor, got {sock!r}")
     if isinstance(sock, int):
         borrowed = _Borrowed(sock)
-        return cast(SocketLike, borrowed.sock), borrowed
+        return cast("SocketLike", borrowed.sock), borrowed
     fileno = getattr(sock, "fileno", None)
     if not callable(fileno):
         raise InvalidSocket(
@@ -183,7 +228,7 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
     if isinstance(sock, _socket.socket) or all(
         hasattr(type(sock), name) for name in ("setsockopt", "getsockopt", "family", "type")
     ):
-        return cast(SocketLike, sock), None  # checked by duck typing above
+        return cast("SocketLike", sock), None  # checked by duck typing above
     try:
         fd = fileno()
     except (OSError, ValueError) as exc:  # e.g. a closed file object
@@ -191,7 +236,7 @@ def _resolve(sock: object) -> tuple[SocketLike, _Borrowed | None]:
     if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
         raise InvalidSocket(f"{type(sock).__name__} is closed (fileno() = {fd!r})")
     borrowed = _Borrowed(fd)
-    return cast(SocketLike, borrowed.sock), borrowed
+    return cast("SocketLike", borrowed.sock), borrowed
 
 
 _RAW_FAMILY = _socket.socket.family.__get__
@@ -239,7 +284,7 @@ def _make_config(cfg: object, overrides: dict[str, float | int | None]) -> Keepa
     if not isinstance(cfg, KeepaliveConfig):
         raise InvalidSettingType("cfg", cfg, "a keepalive.KeepaliveConfig (or keywords)")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return replace(cfg, **changes) if changes else cfg  # type: ignore[arg-type]
+    return cfg.__replace__(**changes) if changes else cfg
 
 
 def configure(
@@ -266,29 +311,6 @@ def configure(
     rounded up (never to 0) and reported as approximated. ``platform`` overrides the running
     platform's description (for tests).
     """
-    last = _LAST_CALL[0]
-    if (
-        # The common call (one config object reused for every connection), kept close to the
-        # cost of the bare setsockopt calls: the same checks, without planning again. The
-        # plan was proven on a socket of this family and protocol (see _PROVEN).
-        last is not None
-        and last[0] is cfg
-        and last[1] is strict
-        and last[2] is platform
-        and type(sock) is socket.socket
-        and idle is interval is count is user_timeout is None
-        and _RAW_TYPE(sock) == _SOCK_STREAM
-        and _RAW_FAMILY(sock) == last[5]
-        and _RAW_PROTO(sock) == last[6]
-    ):
-        setsockopt = sock.setsockopt
-        try:
-            for args in last[7]:
-                setsockopt(*args)
-        except OSError:
-            _check_tcp(cast(SocketLike, sock))  # a closed socket: InvalidSocket, as below
-            _apply_fast(cast(SocketLike, sock), last[3])  # names the failing option
-        return last[4]
     if type(cfg) is KeepaliveConfig and idle is interval is count is user_timeout is None:
         config = cfg
     else:
@@ -304,18 +326,97 @@ def configure(
     finally:
         if borrowed is not None:
             borrowed.release()
-    if config is cfg and borrowed is None and plan.setsockopt_args is not None:
-        _LAST_CALL[0] = (cfg, strict, platform, plan, applied, family, proto, plan.setsockopt_args)
+    args = plan.setsockopt_args
+    if (
+        config is cfg
+        and strict is True
+        and platform is None
+        and type(sock) is _SOCKET
+        and args is not None
+    ):
+        _remember((cfg, proto, family, args, applied, plan))
     return applied
 
 
-# The last configure() call's arguments, plan and result, and the family and protocol of the
-# socket it succeeded on (a one-entry cache: the plan is proven for sockets of that kind).
-_LAST_CALL: list[
-    tuple[object, bool, Platform | None, Plan, Applied, int, int, tuple[tuple[int, int, int], ...]]
-    | None
-] = [None]
+# keepalive.configure as called: `configure` above, with a fast path in front. The steady
+# state, one config object reused for every connection and no keywords, costs little more than
+# the bare setsockopt calls: the checks of `configure` without planning or resolving anything
+# again. The entry's plan was proven (see _PROVEN) on a TCP socket of the same family and
+# protocol, by a `configure` call with the same arguments. Keywords come as ``**options``:
+# keyword-only parameters with defaults cost a dictionary look-up each on every call, where
+# one ``not options`` test suffices.
+def _steady(sock: object, cfg: KeepaliveConfig | None = None, **options: Any) -> Applied:
+    fast = _fast
+    if (
+        not options
+        and cfg is fast[0]
+        and type(sock) is _SOCKET
+        and sock.proto == fast[1]
+        and _RAW_FAMILY(sock) == fast[2]
+        and _RAW_TYPE(sock) == _SOCK_STREAM
+    ):
+        # Unrolled: each prebuilt (level, optname, value) tuple goes straight to the C method.
+        # A closed socket fails the first call (nothing changed); any failure is sorted out by
+        # the checked path in _fast_failed().
+        setsockopt = sock.setsockopt
+        calls = fast[3]
+        try:
+            if len(calls) == 4:  # no user timeout
+                first, second, third, fourth = calls
+                setsockopt(*first)
+                setsockopt(*second)
+                setsockopt(*third)
+                setsockopt(*fourth)
+            elif len(calls) == 5:  # with a user timeout
+                first, second, third, fourth, fifth = calls
+                setsockopt(*first)
+                setsockopt(*second)
+                setsockopt(*third)
+                setsockopt(*fourth)
+                setsockopt(*fifth)
+            else:
+                for call in calls:
+                    setsockopt(*call)
+        except OSError:
+            _fast_failed(sock, fast[5])
+        return fast[4]
+    return _configure(sock, cfg, **options)
+
+
+_configure = configure
+if not TYPE_CHECKING:  # type checkers keep configure()'s own signature
+    # keepalive.configure is _steady; help(), inspect.signature() and typing.get_type_hints()
+    # show configure()'s signature and documentation, and argument errors name configure()
+    # (functools.update_wrapper, without importing functools).
+    for _name_ in ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__"):
+        setattr(_steady, _name_, getattr(_configure, _name_))
+    del _name_
+    _steady.__wrapped__ = _configure
+    configure = _steady
+
+
+if TYPE_CHECKING:
+    _Fast = tuple[object, int, int, tuple[tuple[int, int, int], ...], Applied, Plan]
+
+#: The fast path's one entry: (config, proto, family, setsockopt arguments, result, plan) of
+#: the last configure() call that could take it (a socket.socket, a config and no keywords).
+#: One tuple, replaced whole, so that a thread never sees the arguments of one call with the
+#: plan of another.
+_fast: _Fast = (object(), -1, -1, (), Applied("", ()), Plan("", (), ()))
+_SOCKET = socket.socket
 _SOCK_STREAM = int(socket.SOCK_STREAM)
+
+
+def _remember(entry: _Fast) -> None:
+    global _fast  # replaced whole: readers see the old entry or the new one
+    _fast = entry
+
+
+def _fast_failed(sock: object, plan: Plan) -> None:
+    """A proven plan failed on this socket: say why as the checked path would."""
+    view = cast("SocketLike", sock)
+    _check_tcp(view)  # closed meanwhile: InvalidSocket
+    _apply_fast(view, plan)  # raises SocketOptionError naming the option (unless it now passes)
 
 
 def _platform(platform: object) -> Platform:
@@ -326,10 +427,22 @@ def _platform(platform: object) -> Platform:
     return platform
 
 
-@lru_cache(maxsize=256)
 def _plan(target: Platform, config: KeepaliveConfig, strict: bool) -> tuple[Plan, Applied]:
-    plan = target.plan(config, strict=strict)
-    return plan, Applied(plan.platform, plan.results)
+    key = (target, config, strict)
+    found = _PLANS.get(key)
+    if found is None:
+        plan = target.plan(config, strict=strict)
+        found = plan, Applied(plan.platform, plan.results)
+        if len(_PLANS) >= _PLANS_LIMIT:
+            _PLANS.clear()
+        _PLANS[key] = found
+    return found
+
+
+# Plans by (platform, config, strict); functools.lru_cache would do, but functools is not
+# loaded yet on every Python (3.10, 3.13) and costs more to import than this dictionary.
+_PLANS: dict[tuple[Platform, KeepaliveConfig, bool], tuple[Plan, Applied]] = {}
+_PLANS_LIMIT = 256
 
 
 # Plans whose every operation the kernel has already accepted on a socket of the same kind.
@@ -437,6 +550,8 @@ def _read_state(sock: SocketLike, target: Platform) -> KeepaliveState:
     values: dict[str, float | int | None] = {}
     source: dict[str, str] = {}
     defaults = None
+    from keepalive.system import system_defaults  # noqa: PLC0415 - keep configure()'s path lean
+
     for setting in SETTINGS:
         spec = target.options.get(setting)
         if spec is not None and spec.readable:

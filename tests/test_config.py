@@ -7,8 +7,10 @@ tests run on any OS.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import pickle
 import sys
 from decimal import Decimal
 from fractions import Fraction
@@ -220,6 +222,53 @@ def test_replace_validates() -> None:
     with pytest.raises(InvalidSetting) as caught:
         dataclasses.replace(KeepaliveConfig(), interval=-1)
     assert caught.value.field == "interval"
+    with pytest.raises(InvalidSetting, match="count"):
+        KeepaliveConfig().__replace__(count=0)  # copy.replace() from Python 3.13
+
+
+def test_config_is_a_dataclass_for_introspection() -> None:
+    """Written without @dataclass (keeping `dataclasses` off the first-use path), the config
+    still answers every dataclasses function as the frozen dataclass it was."""
+    cfg = KeepaliveConfig(idle=30, interval=5, count=4, user_timeout=50)
+    assert dataclasses.is_dataclass(cfg)
+    assert dataclasses.is_dataclass(KeepaliveConfig)
+    fields = dataclasses.fields(KeepaliveConfig)
+    assert [field.name for field in fields] == ["idle", "interval", "count", "user_timeout"]
+    assert [field.default for field in fields] == [60.0, 10.0, 5, None]
+    assert dataclasses.asdict(cfg) == {
+        "idle": 30.0,
+        "interval": 5.0,
+        "count": 4,
+        "user_timeout": 50.0,
+    }
+    assert dataclasses.astuple(cfg) == (30.0, 5.0, 4, 50.0)
+    assert KeepaliveConfig.__dataclass_params__.frozen
+    changed = dataclasses.replace(cfg, idle=45)
+    assert changed == KeepaliveConfig(45, 5, 4, 50)
+    assert type(changed) is KeepaliveConfig
+
+
+def test_config_value_semantics() -> None:
+    cfg = KeepaliveConfig(idle=30, interval=5, count=4)
+    assert repr(cfg) == "KeepaliveConfig(idle=30.0, interval=5.0, count=4, user_timeout=None)"
+    assert cfg != KeepaliveConfig(idle=30, interval=5, count=3)
+    assert cfg != (30.0, 5.0, 4, None)
+    assert len({cfg, KeepaliveConfig(30.0, 5.0, 4), KeepaliveConfig()}) == 2
+    match cfg:
+        case KeepaliveConfig(idle, interval, count, user_timeout):
+            assert (idle, interval, count, user_timeout) == (30.0, 5.0, 4, None)
+        case _:  # pragma: no cover
+            pytest.fail("positional match failed")
+    for copied in (
+        copy.copy(cfg),
+        copy.deepcopy(cfg),
+        pickle.loads(pickle.dumps(cfg)),
+        pickle.loads(pickle.dumps(cfg, protocol=0)),
+    ):
+        assert copied == cfg
+        assert hash(copied) == hash(cfg)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            copied.idle = 1  # type: ignore[misc]
 
 
 def test_defaults_detect_within_110_seconds(linux: Platform) -> None:

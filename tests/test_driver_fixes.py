@@ -86,6 +86,9 @@ def test_asyncio_refuses_a_huge_interval_before_touching_the_streams() -> None:
 # Fork: a child's close() must not shut the parent's connection down
 
 
+# Forking with the scheduler thread running is the point: 3.12+ warns about any fork of a
+# multi-threaded process.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_childs_close_leaves_the_parents_connection_alone() -> None:
     client, server = tcp_pair()

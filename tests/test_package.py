@@ -38,6 +38,35 @@ def test_the_kernel_layer_still_imports_neither_asyncio_nor_psutil() -> None:
     assert not {"asyncio", "psutil"} & loaded
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="names Linux's module")
+def test_the_first_configure_loads_only_the_kernel_layer() -> None:
+    """`import keepalive` and the first configure() are what a short-lived process pays on
+    every run: only the kernel layer's own modules and the running platform's table load,
+    not dataclasses, typing, inspect or numbers (several milliseconds), nor other OSes'.
+    Without site (-S), so that nothing the environment's .pth files import hides a cost."""
+    code = (
+        "import sys; import socket; before = set(sys.modules); import keepalive; "
+        "s = socket.socket(); keepalive.configure(s, keepalive.KeepaliveConfig(idle=60)); "
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded = set(done.stdout.split())
+    assert {name for name in loaded if name.startswith("keepalive")} == {
+        "keepalive",
+        "keepalive._record",
+        "keepalive._validate",
+        "keepalive.config",
+        "keepalive.errors",
+        "keepalive.platforms",
+        "keepalive.platforms._base",
+        "keepalive.platforms.linux",
+        "keepalive.sockets",
+    }
+    assert {name for name in loaded if not name.startswith("keepalive")} <= {"__future__"}
+
+
 @pytest.mark.parametrize("name", keepalive.__all__)
 def test_every_public_name_resolves(name: str) -> None:
     assert getattr(keepalive, name) is not None

@@ -9,7 +9,9 @@ detection bound. The last test pins our Linux numbers to this machine's real soc
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import pickle
 import socket
 import sys
 
@@ -54,7 +56,7 @@ def _no_proven_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     the kernel already accepted; a fake that refuses options on purpose breaks that premise.
     """
     monkeypatch.setattr(keepalive_sockets, "_PROVEN", set())
-    monkeypatch.setattr(keepalive_sockets, "_LAST_CALL", [None])
+    monkeypatch.setattr(keepalive_sockets, "_fast", keepalive_sockets._fast)  # restored after
 
 
 def tcp(optname: int, value: object) -> tuple[str, int, int, object]:
@@ -668,3 +670,51 @@ def test_linux_plan_applies_to_a_real_loopback_socket() -> None:
         keepalive.configure(sock, FULL, platform=platform)
         state = keepalive.inspect(sock, platform=platform)
     assert (state.idle, state.interval, state.count, state.user_timeout) == (60, 10, 5, 110)
+
+
+# -- the value classes: frozen dataclasses in behaviour, without importing dataclasses ---------
+
+
+@pytest.mark.parametrize("label", ["Windows before 10 1703", "illumos", "Solaris before 11.4"])
+def test_platform_subclasses_replace_with_their_own_fields(label: str) -> None:
+    platform = platform_for(label)
+    names = [field.name for field in dataclasses.fields(platform)]
+    assert names[:11] == list(Platform.__match_args__)
+    extra = names[11:]
+    assert len(extra) == 1  # ioctl_control, max_abort_ms, abort_spec
+    renamed = dataclasses.replace(platform, name="renamed")
+    assert type(renamed) is type(platform)
+    assert renamed.name == "renamed"
+    assert getattr(renamed, extra[0]) == getattr(platform, extra[0])
+    assert renamed != platform  # identity: plans are cached per platform object
+    assert platform in {platform}
+    assert hash(platform) == object.__hash__(platform)
+    # the copy plans exactly as the original
+    assert (
+        renamed.plan(FULL, strict=False).operations == platform.plan(FULL, strict=False).operations
+    )
+
+
+def test_plans_results_and_specs_keep_their_semantics() -> None:
+    linux = linux_platform.detect()
+    plan = linux.plan(FULL)
+    assert plan.setsockopt_args == tuple(keepalive.socket_options(FULL, platform=linux))
+    assert plan != linux.plan(FULL)  # identity, like the dataclass(eq=False) it was
+    assert "setsockopt_args" not in repr(plan)
+    assert dataclasses.replace(plan, platform="x").setsockopt_args == plan.setsockopt_args
+    result = plan.results[0]
+    assert result == dataclasses.replace(result)
+    assert hash(result) == hash(dataclasses.replace(result))
+    assert result != dataclasses.replace(result, detail="other")
+    assert repr(result).startswith("SettingResult(setting='idle', requested=60.0, stored=60")
+    spec = linux.options["idle"]
+    assert dataclasses.asdict(spec)["name"] == "TCP_KEEPIDLE"
+    assert spec == dataclasses.replace(spec)
+    for value in (plan.operations[0], result, spec, linux.defaults[0]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.name = "x"  # type: ignore[misc, union-attr]
+        assert pickle.loads(pickle.dumps(value)) == value
+    applied = keepalive.Applied(plan.platform, plan.results)
+    assert pickle.loads(pickle.dumps(applied)) == applied
+    assert applied.idle == result
+    assert applied.fully_honoured

@@ -1052,6 +1052,9 @@ def test_a_monitor_dropped_without_close_stops_being_pinged() -> None:
     server.close()
 
 
+# Forking with the scheduler thread running is the point: 3.12+ warns about any fork of a
+# multi-threaded process.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_gets_its_own_scheduler() -> None:
     parent_client, parent_server = tcp_pair()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from functools import cache
-from typing import Any
 
 from keepalive.platforms._base import (
     SETTINGS,
@@ -26,6 +24,10 @@ from keepalive.platforms._base import (
     SettingResult,
     Status,
 )
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "SETTINGS",
@@ -86,7 +88,13 @@ def _running_release() -> str | None:
     return f"{uname.release} {uname.version}"
 
 
-@cache
 def current() -> Platform:
     """The running OS and Python, computed once."""
-    return detect(sys.platform, socket, _running_release())
+    global _current  # written once (two threads racing both compute the same description)
+    if _current is None:
+        _current = detect(sys.platform, socket, _running_release())
+    return _current
+
+
+# functools.cache would do, but functools is not loaded yet on every Python (3.10, 3.13).
+_current: Platform | None = None

@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
 
-from keepalive.config import KeepaliveConfig
+from keepalive._record import Record
 from keepalive.errors import InvalidSetting, UnsupportedOption
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Literal, Protocol
+
+    class KeepaliveValues(Protocol):
+        """What a platform reads of a config (a ``keepalive.KeepaliveConfig``): platforms
+        import nothing above them, so ``keepalive.config`` may use them freely."""
+
+        @property
+        def idle(self) -> float: ...
+        @property
+        def interval(self) -> float: ...
+        @property
+        def count(self) -> int: ...
+        @property
+        def user_timeout(self) -> float | None: ...
+
 
 __all__ = [
     "SETTINGS",
@@ -31,10 +47,16 @@ __all__ = [
     "Status",
 ]
 
-Setting = Literal["idle", "interval", "count", "user_timeout"]
+if TYPE_CHECKING:
+    Setting = Literal["idle", "interval", "count", "user_timeout"]
+else:
+    Setting = str  # the Literal above, for type checkers
 SETTINGS: tuple[Setting, ...] = ("idle", "interval", "count", "user_timeout")
 
 _UNIT_NAMES = {1: "s", 1000: "ms"}
+
+# The classes below are frozen dataclasses in behaviour, written on keepalive._record.Record
+# so that `import dataclasses` (and the code it generates) stays off configure()'s first use.
 
 
 class Status(str, enum.Enum):
@@ -48,13 +70,39 @@ class Status(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
-class OptionSpec:
+class OptionSpec(Record):
     """One per-socket option: ``setsockopt(level, optname, native_value)``.
 
     ``scale`` is native units per second (1 for seconds, 1000 for milliseconds); counts use 1
     with ``is_count``. ``minimum``/``maximum`` are in native units, as the kernel checks them.
     """
+
+    __slots__ = (
+        "is_count",
+        "level",
+        "maximum",
+        "minimum",
+        "name",
+        "optname",
+        "readable",
+        "scale",
+        "setting",
+        "since",
+        "source",
+    )
+    __match_args__ = (
+        "setting",
+        "name",
+        "level",
+        "optname",
+        "minimum",
+        "maximum",
+        "scale",
+        "is_count",
+        "readable",
+        "since",
+        "source",
+    )
 
     setting: Setting
     name: str
@@ -62,11 +110,38 @@ class OptionSpec:
     optname: int
     minimum: int
     maximum: int
-    scale: int = 1
-    is_count: bool = False
-    readable: bool = True
-    since: str = ""
-    source: str = ""
+    scale: int
+    is_count: bool
+    readable: bool
+    since: str
+    source: str
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        setting: Setting,
+        name: str,
+        level: int,
+        optname: int,
+        minimum: int,
+        maximum: int,
+        scale: int = 1,
+        is_count: bool = False,
+        readable: bool = True,
+        since: str = "",
+        source: str = "",
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "setting", setting)
+        setattr_(self, "name", name)
+        setattr_(self, "level", level)
+        setattr_(self, "optname", optname)
+        setattr_(self, "minimum", minimum)
+        setattr_(self, "maximum", maximum)
+        setattr_(self, "scale", scale)
+        setattr_(self, "is_count", is_count)
+        setattr_(self, "readable", readable)
+        setattr_(self, "since", since)
+        setattr_(self, "source", source)
 
     @property
     def unit(self) -> str:
@@ -91,30 +166,46 @@ class OptionSpec:
         return f"{_fmt(low)}..{_fmt(high)} {unit}{granularity}"
 
 
-@dataclass(frozen=True, slots=True)
-class SetOption:
+class SetOption(Record):
     """``sock.setsockopt(level, optname, value)``."""
+
+    __slots__ = ("level", "name", "optname", "value")
+    __match_args__ = ("level", "optname", "value", "name")
 
     level: int
     optname: int
     value: int
     name: str
 
+    def __init__(self, level: int, optname: int, value: int, name: str) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "level", level)
+        setattr_(self, "optname", optname)
+        setattr_(self, "value", value)
+        setattr_(self, "name", name)
 
-@dataclass(frozen=True, slots=True)
-class IoctlCall:
+
+class IoctlCall(Record):
     """``sock.ioctl(control, value)`` (Windows only)."""
+
+    __slots__ = ("control", "name", "value")
+    __match_args__ = ("control", "value", "name")
 
     control: int
     value: tuple[int, int, int]
     name: str
 
+    def __init__(self, control: int, value: tuple[int, int, int], name: str) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "control", control)
+        setattr_(self, "value", value)
+        setattr_(self, "name", name)
+
 
 Operation = SetOption | IoctlCall
 
 
-@dataclass(frozen=True, slots=True)
-class SettingResult:
+class SettingResult(Record):
     """What happened to one requested setting.
 
     ``requested`` is what the config asked for, ``stored`` what the OS keeps (in seconds, or
@@ -122,35 +213,65 @@ class SettingResult:
     approximation or lack of support.
     """
 
+    __slots__ = ("detail", "option", "requested", "setting", "status", "stored")
+    __match_args__ = ("setting", "requested", "stored", "status", "option", "detail")
+
     setting: Setting
     requested: float | int
     stored: float | int | None
     status: Status
-    option: str | None = None
-    detail: str = ""
+    option: str | None
+    detail: str
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        setting: Setting,
+        requested: float | int,
+        stored: float | int | None,
+        status: Status,
+        option: str | None = None,
+        detail: str = "",
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "setting", setting)
+        setattr_(self, "requested", requested)
+        setattr_(self, "stored", stored)
+        setattr_(self, "status", status)
+        setattr_(self, "option", option)
+        setattr_(self, "detail", detail)
 
     @property
     def honoured(self) -> bool:
         return self.status is Status.HONOURED
 
 
-@dataclass(frozen=True, slots=True, eq=False)  # identity: plans are cached and looked up often
-class Plan:
+class Plan(Record):
     """The socket operations that apply a config on one platform, and the expected outcome."""
+
+    __slots__ = ("operations", "platform", "results", "setsockopt_args")
+    __match_args__ = ("platform", "operations", "results")
+    _compare_ = False  # identity: plans are cached and looked up often
 
     platform: str
     operations: tuple[Operation, ...]
     results: tuple[SettingResult, ...]
     #: ``(level, optname, value)`` for each operation when all are setsockopt calls, else None.
-    setsockopt_args: tuple[tuple[int, int, int], ...] | None = field(init=False, repr=False)
+    setsockopt_args: tuple[tuple[int, int, int], ...] | None
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        platform: str,
+        operations: tuple[Operation, ...],
+        results: tuple[SettingResult, ...],
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "platform", platform)
+        setattr_(self, "operations", operations)
+        setattr_(self, "results", results)
         args = tuple(
-            (op.level, op.optname, op.value) for op in self.operations if isinstance(op, SetOption)
+            (op.level, op.optname, op.value) for op in operations if isinstance(op, SetOption)
         )
-        object.__setattr__(
-            self, "setsockopt_args", args if len(args) == len(self.operations) else None
-        )
+        setattr_(self, "setsockopt_args", args if len(args) == len(operations) else None)
 
     def result(self, setting: Setting) -> SettingResult | None:
         for item in self.results:
@@ -159,8 +280,7 @@ class Plan:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class DefaultSource:
+class DefaultSource(Record):
     """Where the OS keeps a system-wide default, and its documented value.
 
     ``kind`` is ``"procfs"`` (a file), ``"sysctl"`` (a sysctl name), ``"registry"`` (a value
@@ -168,24 +288,71 @@ class DefaultSource:
     seconds (1000 for milliseconds).
     """
 
+    __slots__ = ("documented", "kind", "location", "scale", "setting")
+    __match_args__ = ("setting", "kind", "location", "documented", "scale")
+
     setting: Setting
     kind: Literal["procfs", "sysctl", "registry", "fixed"]
     location: str
     documented: float | int | None
-    scale: int = 1
+    scale: int
+
+    def __init__(
+        self,
+        setting: Setting,
+        kind: Literal["procfs", "sysctl", "registry", "fixed"],
+        location: str,
+        documented: float | int | None,
+        scale: int = 1,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "setting", setting)
+        setattr_(self, "kind", kind)
+        setattr_(self, "location", location)
+        setattr_(self, "documented", documented)
+        setattr_(self, "scale", scale)
 
 
 def _fmt(value: float | int) -> str:
     return str(int(value)) if float(value).is_integer() else str(round(float(value), 6))
 
 
-@dataclass(frozen=True, eq=False)  # identity semantics: hashable, so plans can be cached
-class Platform:
+class Platform(Record):
     """Everything this library knows about per-socket keepalive on one OS family.
 
     Most platforms are "one option per setting"; Windows before 1709 (an ioctl carrying idle
     and interval together) and Solaris before 11.4 (thresholds) override :meth:`_plan_options`.
+    Subclasses add their fields to ``__slots__``, ``__match_args__`` and ``__init__``.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "defaults",
+        "family",
+        "fixed",
+        "ipproto_tcp",
+        "name",
+        "notes",
+        "options",
+        "so_keepalive",
+        "sol_socket",
+        "unsupported",
+        "user_timeout_replaces_count",
+    )
+    __match_args__ = (
+        "name",
+        "family",
+        "sol_socket",
+        "so_keepalive",
+        "ipproto_tcp",
+        "options",
+        "unsupported",
+        "defaults",
+        "user_timeout_replaces_count",
+        "fixed",
+        "notes",
+    )
+    _compare_ = False  # identity semantics: hashable, so plans can be cached
 
     name: str
     family: str
@@ -193,17 +360,44 @@ class Platform:
     so_keepalive: int
     ipproto_tcp: int
     options: Mapping[Setting, OptionSpec]
-    unsupported: Mapping[Setting, str] = field(default_factory=dict)
-    defaults: tuple[DefaultSource, ...] = ()
+    unsupported: Mapping[Setting, str]
+    defaults: tuple[DefaultSource, ...]
     #: Linux: a set TCP_USER_TIMEOUT replaces TCP_KEEPCNT in deciding when keepalive gives up.
-    user_timeout_replaces_count: bool = False
+    user_timeout_replaces_count: bool
     #: Values that cannot be changed per socket but are fixed and known (Windows' probe count).
-    fixed: Mapping[Setting, float | int] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
+    fixed: Mapping[Setting, float | int]
+    notes: tuple[str, ...]
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        name: str,
+        family: str,
+        sol_socket: int,
+        so_keepalive: int,
+        ipproto_tcp: int,
+        options: Mapping[Setting, OptionSpec],
+        unsupported: Mapping[Setting, str] | None = None,
+        defaults: tuple[DefaultSource, ...] = (),
+        user_timeout_replaces_count: bool = False,
+        fixed: Mapping[Setting, float | int] | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "name", name)
+        setattr_(self, "family", family)
+        setattr_(self, "sol_socket", sol_socket)
+        setattr_(self, "so_keepalive", so_keepalive)
+        setattr_(self, "ipproto_tcp", ipproto_tcp)
+        setattr_(self, "options", options)
+        setattr_(self, "unsupported", {} if unsupported is None else unsupported)
+        setattr_(self, "defaults", defaults)
+        setattr_(self, "user_timeout_replaces_count", user_timeout_replaces_count)
+        setattr_(self, "fixed", {} if fixed is None else fixed)
+        setattr_(self, "notes", notes)
 
     # -- planning ---------------------------------------------------------------------------
 
-    def plan(self, cfg: KeepaliveConfig, *, strict: bool = True) -> Plan:
+    def plan(self, cfg: KeepaliveValues, *, strict: bool = True) -> Plan:
         """The operations that apply ``cfg`` here; raises before any I/O when it cannot.
 
         Out-of-range values raise :class:`InvalidSetting` whatever ``strict`` says (a value
@@ -219,7 +413,7 @@ class Platform:
 
     def _plan_options(
         self,
-        cfg: KeepaliveConfig,
+        cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
         results: list[SettingResult],
@@ -279,12 +473,12 @@ class Platform:
 
     # -- what a config means here -----------------------------------------------------------
 
-    def stored_value(self, cfg: KeepaliveConfig, setting: Setting) -> float | int | None:
+    def stored_value(self, cfg: KeepaliveValues, setting: Setting) -> float | int | None:
         """What this platform would store for ``setting`` (None: the system default applies)."""
         result = self.plan(cfg, strict=False).result(setting)
         return None if result is None else result.stored
 
-    def detection_bound(self, cfg: KeepaliveConfig) -> float:
+    def detection_bound(self, cfg: KeepaliveValues) -> float:
         """Worst-case seconds from the last inbound byte to a dead idle connection.
 
         Settings that cannot be set here fall back to the platform's documented defaults.
@@ -301,7 +495,7 @@ class Platform:
             return idle + interval * ticks
         return idle + interval * count
 
-    def _effective(self, cfg: KeepaliveConfig, setting: Setting) -> float:
+    def _effective(self, cfg: KeepaliveValues, setting: Setting) -> float:
         stored = self.stored_value(cfg, setting)
         if stored is not None:
             return float(stored)

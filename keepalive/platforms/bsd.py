@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Any
 
 from keepalive.platforms._base import DefaultSource, OptionSpec, Platform, Setting
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 # sys/sys/socket.h (all four)
 SOL_SOCKET = 0xFFFF

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Any
 
 from keepalive.platforms._base import DefaultSource, OptionSpec, Platform, Setting
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 # xnu bsd/sys/socket.h
 SOL_SOCKET = 0xFFFF

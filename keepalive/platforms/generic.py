@@ -6,9 +6,12 @@ when there are none. Values are still read back after setting, so a wrong guess 
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from keepalive.platforms._base import OptionSpec, Platform, Setting
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 _CANDIDATES: tuple[tuple[Setting, str], ...] = (
     ("idle", "TCP_KEEPIDLE"),

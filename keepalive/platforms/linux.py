@@ -4,9 +4,11 @@ TCP_USER_TIMEOUT in milliseconds. Every value reads back with getsockopt.
 
 from __future__ import annotations
 
-from typing import Any
-
 from keepalive.platforms._base import DefaultSource, OptionSpec, Platform
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Any
 
 # include/uapi/asm-generic/socket.h
 SOL_SOCKET = 1

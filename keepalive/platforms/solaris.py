@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
-from typing import Any
 
-from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting
 from keepalive.platforms._base import (
     DefaultSource,
@@ -29,6 +26,13 @@ from keepalive.platforms._base import (
     SettingResult,
     Status,
 )
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from keepalive.platforms._base import KeepaliveValues, Setting
 
 # usr/src/uts/common/sys/socket.h (illumos; Solaris the same)
 SOL_SOCKET = 0xFFFF
@@ -128,15 +132,47 @@ _DEFAULTS_NOTE = (
 )
 
 
-@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
 class ProductCheckedPlatform(Platform):
     """illumos: the kernel also refuses interval x count beyond its abort-interval bound."""
 
-    max_abort_ms: int = MAX_ABORT_MS
+    __slots__ = ("max_abort_ms",)
+    __match_args__ = (*Platform.__match_args__, "max_abort_ms")
+
+    max_abort_ms: int
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        name: str,
+        family: str,
+        sol_socket: int,
+        so_keepalive: int,
+        ipproto_tcp: int,
+        options: Mapping[Setting, OptionSpec],
+        unsupported: Mapping[Setting, str] | None = None,
+        defaults: tuple[DefaultSource, ...] = (),
+        user_timeout_replaces_count: bool = False,
+        fixed: Mapping[Setting, float | int] | None = None,
+        notes: tuple[str, ...] = (),
+        max_abort_ms: int = MAX_ABORT_MS,
+    ) -> None:
+        super().__init__(
+            name,
+            family,
+            sol_socket,
+            so_keepalive,
+            ipproto_tcp,
+            options,
+            unsupported,
+            defaults,
+            user_timeout_replaces_count,
+            fixed,
+            notes,
+        )
+        object.__setattr__(self, "max_abort_ms", max_abort_ms)
 
     def _plan_options(
         self,
-        cfg: KeepaliveConfig,
+        cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
         results: list[SettingResult],
@@ -158,16 +194,48 @@ class ProductCheckedPlatform(Platform):
         super()._plan_options(cfg, strict, operations, results)
 
 
-@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
 class ThresholdPlatform(Platform):
     """Solaris before 11.4: idle is TCP_KEEPALIVE_THRESHOLD; interval and count become one
     TCP_KEEPALIVE_ABORT_THRESHOLD = interval x count, planned right after the idle option."""
 
-    abort_spec: OptionSpec | None = None
+    __slots__ = ("abort_spec",)
+    __match_args__ = (*Platform.__match_args__, "abort_spec")
+
+    abort_spec: OptionSpec | None
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        name: str,
+        family: str,
+        sol_socket: int,
+        so_keepalive: int,
+        ipproto_tcp: int,
+        options: Mapping[Setting, OptionSpec],
+        unsupported: Mapping[Setting, str] | None = None,
+        defaults: tuple[DefaultSource, ...] = (),
+        user_timeout_replaces_count: bool = False,
+        fixed: Mapping[Setting, float | int] | None = None,
+        notes: tuple[str, ...] = (),
+        abort_spec: OptionSpec | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            family,
+            sol_socket,
+            so_keepalive,
+            ipproto_tcp,
+            options,
+            unsupported,
+            defaults,
+            user_timeout_replaces_count,
+            fixed,
+            notes,
+        )
+        object.__setattr__(self, "abort_spec", abort_spec)
 
     def _plan_options(
         self,
-        cfg: KeepaliveConfig,
+        cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
         results: list[SettingResult],
@@ -232,7 +300,7 @@ class ThresholdPlatform(Platform):
             operations.append(SetOption(spec.level, spec.optname, native, spec.name))
             results.append(self.outcome(spec, cfg.user_timeout, native))
 
-    def detection_bound(self, cfg: KeepaliveConfig) -> float:
+    def detection_bound(self, cfg: KeepaliveValues) -> float:
         """As for every platform, except when interval x count was too large to set: then the
         system's abort interval (its documented default) follows the first probe."""
         result = self.plan(cfg, strict=False).result("interval")

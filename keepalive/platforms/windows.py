@@ -18,10 +18,7 @@ TCP_MAXRT (seconds, Vista+) bounds unacknowledged data on both paths.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
-from typing import Any
 
-from keepalive.config import KeepaliveConfig
 from keepalive.platforms._base import (
     SETTINGS,
     DefaultSource,
@@ -33,6 +30,13 @@ from keepalive.platforms._base import (
     Setting,
     SettingResult,
 )
+
+TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from keepalive.platforms._base import KeepaliveValues
 
 # winsock2.h
 SOL_SOCKET = 0xFFFF
@@ -80,7 +84,6 @@ def _number(ns: Any, name: str, fallback: int) -> int:
     return value if isinstance(value, int) else fallback
 
 
-@dataclass(frozen=True, eq=False)  # identity hash, like Platform: plans are cached per platform
 class WindowsIoctlPlatform(Platform):
     """Windows before 10 1709: idle and interval travel together in SIO_KEEPALIVE_VALS.
 
@@ -92,11 +95,44 @@ class WindowsIoctlPlatform(Platform):
     after it with the value the kernel has just accepted on this socket.
     """
 
-    ioctl_control: int = SIO_KEEPALIVE_VALS
+    __slots__ = ("ioctl_control",)
+    __match_args__ = (*Platform.__match_args__, "ioctl_control")
+
+    ioctl_control: int
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
+        self,
+        name: str,
+        family: str,
+        sol_socket: int,
+        so_keepalive: int,
+        ipproto_tcp: int,
+        options: Mapping[Setting, OptionSpec],
+        unsupported: Mapping[Setting, str] | None = None,
+        defaults: tuple[DefaultSource, ...] = (),
+        user_timeout_replaces_count: bool = False,
+        fixed: Mapping[Setting, float | int] | None = None,
+        notes: tuple[str, ...] = (),
+        ioctl_control: int = SIO_KEEPALIVE_VALS,
+    ) -> None:
+        super().__init__(
+            name,
+            family,
+            sol_socket,
+            so_keepalive,
+            ipproto_tcp,
+            options,
+            unsupported,
+            defaults,
+            user_timeout_replaces_count,
+            fixed,
+            notes,
+        )
+        object.__setattr__(self, "ioctl_control", ioctl_control)
 
     def _plan_options(
         self,
-        cfg: KeepaliveConfig,
+        cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
         results: list[SettingResult],
