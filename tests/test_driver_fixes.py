@@ -161,3 +161,34 @@ def test_recv_into_refuses_bad_arguments_clearly(buffer: object, nbytes: object)
         server.sendall(b"ok")
         sock.settimeout(5)
         assert sock.recv(10) == b"ok"  # the socket is untouched
+
+
+def test_the_supervisor_delivers_a_partial_pong_received_before_the_verdict() -> None:
+    from keepalive.sync import Supervisor
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(100)  # the ping
+            conn.sendall(b"hello\nPO")  # data, the start of a pong, then silence
+            done.wait(10)
+
+    threading.Thread(target=serve, daemon=True).start()
+    with listener, Supervisor(listener.getsockname(), heartbeat=HeartbeatConfig(0.2, 0.3)) as sup:
+        conn = sup.wait_connected(5)
+        conn.settimeout(5)
+        received = b""
+        error: BaseException | None = None
+        while error is None:
+            try:
+                data = conn.recv(100)
+            except PeerUnresponsive as exc:
+                error = exc
+            else:
+                assert data
+                received += data
+        assert received == b"hello\nPO"
+    done.set()

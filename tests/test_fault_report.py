@@ -33,10 +33,6 @@ long_check = pytest.mark.skipif(
 #: Deviations the report found in the package and that are reported, not yet fixed:
 #: (scenario, layer) -> why. The quick run may fail with these and no others.
 KNOWN: dict[tuple[str, str], str] = {
-    ("partial_pong", "supervised"): (
-        "the Supervisor drops the bytes its pong matcher holds at the verdict (a partial "
-        'pong "PO"); keepalive.sync.monitor delivers them'
-    ),
     # Now and then, not every run: the kernel can block the sender with far less than half of
     # SO_RCVBUF unread (see "The slow-reader rule's premise" in docs/reliability.md).
     **dict.fromkeys(

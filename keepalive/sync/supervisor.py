@@ -482,6 +482,13 @@ Handler: TypeAlias = Callable[[SupervisedSocket], object]
 def _heartbeat_died(sock: MonitoredSocket, error: BaseException) -> None:
     """``on_dead`` of every supervised socket (runs on the heartbeat scheduler thread)."""
     if isinstance(sock, SupervisedSocket):
+        # Bytes received before the verdict (a partial pong the matcher held) are the
+        # application's: into its buffer before the end is recorded.
+        with sock._state_lock:
+            held = sock._inbox + (sock._matcher.flush() if sock._matcher is not None else b"")
+            sock._inbox = b""
+        if held:
+            sock._feed(held)
         sock._end_with(DisconnectReason.HEARTBEAT_TIMEOUT, error)
 
 
