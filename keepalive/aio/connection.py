@@ -1269,7 +1269,12 @@ async def _connect_once(
         "Callable[..., Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol]]]",
         loop.create_connection,
     )
-    transport, _ = await create(lambda: protocol, host, port, **kwargs)
+    try:
+        transport, _ = await create(lambda: protocol, host, port, **kwargs)
+    except UnicodeError as exc:  # a name the IDNA codec refuses: as the blocking dial does
+        from keepalive.dial import _resolve_error  # noqa: PLC0415 - only on this failure
+
+        raise _resolve_error(exc) from exc
     return transport
 
 
