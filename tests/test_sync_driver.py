@@ -395,7 +395,11 @@ def test_a_writer_stuck_behind_a_frozen_proxy_is_released(
         writer = Outcome(lambda: sock.sendall(b"y" * (64 * 1024 * 1024)))
         writer.wait(FAST.detection_bound + 3)
         assert isinstance(writer.error, PeerUnresponsive)
-        assert sock.stats.blocked_pings == 1
+        stats = sock.stats
+        # Usually the ping is blocked by the write; on a loaded machine the writer thread may
+        # start after a ping went out (unanswered: the proxy is frozen), and the next is blocked.
+        assert stats.blocked_pings <= 1
+        assert stats.blocked_pings + stats.pings_sent - stats.pongs_received >= 1
         assert writer.ended_at is not None
         assert writer.ended_at - sock.heartbeat.last_received <= FAST.detection_bound + 1.5
 
