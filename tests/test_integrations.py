@@ -5,7 +5,7 @@ library configured by our helper, then reads the options back from the very sock
 connected, with raw ``getsockopt``. The recipes in docs/recipes.md are these tests' code.
 
 Redis and PostgreSQL start once per module (per xdist worker), the HTTP server once per test,
-each on a random port of 127.0.0.1 (tests/servers.py), so ``pytest -n 2`` works.
+each on a random port of 127.0.0.1 (tests/servers.py), so ``pytest -n 4`` works.
 A missing library or server skips, or fails under ``KEEPALIVE_REQUIRE_INTEGRATIONS=1`` (CI).
 """
 
