@@ -84,6 +84,7 @@ import heapq
 import json
 import math
 import os
+import platform
 import queue
 import random
 import subprocess
@@ -1220,6 +1221,7 @@ def _pick(status: dict[str, Any]) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    wall_started = time.time()
     violations = Violations()  # the parent's own findings (resources, flows, setup)
     clients: dict[str, Child] = {}
     kinds: Counter[str] = Counter()
@@ -1356,6 +1358,13 @@ def run(args: argparse.Namespace) -> int:
         network.close()
     if report:
         report["seconds"]["total"] = time.monotonic() - started
+        report["machine"] = {
+            "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(wall_started)),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "load_after": " ".join(f"{load:.1f}" for load in os.getloadavg()),
+        }
     print_report(report)
     if args.json and report:
         with open(args.json, "w", encoding="utf-8") as out:
@@ -1474,10 +1483,8 @@ def _mib(value: int) -> str:
     return f"{value / MIB:.1f}"
 
 
-def print_report(report: dict[str, Any]) -> None:
-    if not report:
-        print("soak: no report (the run did not finish)")
-        return
+def report_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary of a finished run's report, as (measure, result) rows."""
     command, settings, seconds = report["command"], report["settings"], report["seconds"]
     faults, deaths, stream = report["faults"], report["deaths"], report["stream"]
     detection, heal, resources = report["detection"], report["heal"], report["resources"]
@@ -1559,13 +1566,27 @@ def print_report(report: dict[str, Any]) -> None:
             + (" (" + ", ".join(f"{k} {v}" for k, v in by_kind.items()) + ")" if by_kind else ""),
         )
     )
+    return rows
+
+
+def report_settings(report: dict[str, Any]) -> str:
+    """One line: the heartbeat, backoff and seed of a run."""
+    command, settings = report["command"], report["settings"]
     beat, backoff = settings["heartbeat"], settings["backoff"]
-    print(
-        f"soak: heartbeat {beat['interval']:g}/{beat['timeout']:g} s"
+    return (
+        f"heartbeat {beat['interval']:g}/{beat['timeout']:g} s"
         f" (bound {settings['detection_bound']:.2f} s), backoff"
         f" {backoff['initial']:g}..{backoff['max_delay']:g} s, seed {command['seed']}"
         + (", --retry-invalid-socket" if command["retry_invalid_socket"] else "")
     )
+
+
+def print_report(report: dict[str, Any]) -> None:
+    if not report:
+        print("soak: no report (the run did not finish)")
+        return
+    rows = report_rows(report)
+    print(f"soak: {report_settings(report)}")
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

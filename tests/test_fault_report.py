@@ -183,3 +183,50 @@ def test_quick_run(tmp_path: Path) -> None:
     if done.returncode != 0 and problems:
         pytest.xfail("known deviations: " + "; ".join(KNOWN[key] for key in problems))
     assert done.returncode == 0, done.stderr
+
+
+SOAK_SAMPLE = Path(__file__).parent / "samples" / "soak_100_connections_4_minutes.json"
+
+
+def test_the_soak_section_renders_a_soak_run_from_its_json(report: ModuleType) -> None:
+    soak = json.loads(SOAK_SAMPLE.read_text(encoding="utf-8"))
+    text = "\n".join(report.render_soak(soak, "sample.json"))
+    assert "--connections 100 --minutes 4 --seed 3`" in text
+    assert "| faults injected | 454: freeze 157, reset 143, refuse 154 |" in text
+    assert "| · sync, freeze | 0.734 / 0.810 / 0.812 s |" in text
+    assert "| violations | 0 |" in text
+    assert "Verdict: **PASS**." in text
+    assert "see docs/soak.md" in text  # this sample predates the machine facts
+
+    soak["violations"] = {"total": 1, "by_kind": {"heal": 1}, "examples": ["conn 7 healed late"]}
+    soak["machine"] = {
+        "started_utc": "2026-12-03 12:35",
+        "python": "3.11.7",
+        "kernel": "6.18",
+        "cpus": 2,
+        "load_after": "1.0 2.0 3.0",
+    }
+    text = "\n".join(report.render_soak(soak, "sample.json"))
+    assert "| violations | 1 (heal 1) |" in text
+    assert "Verdict: **FAIL**." in text
+    assert "- conn 7 healed late" in text
+    assert "It ran on 2026-12-03 12:35 UTC, CPython 3.11.7" in text
+
+
+def test_the_report_carries_the_soak_section_only_when_given(report: ModuleType) -> None:
+    soak = json.loads(SOAK_SAMPLE.read_text(encoding="utf-8"))
+    empty = report.Report(
+        command="c",
+        profile="quick",
+        repetitions=1,
+        date="d",
+        machine={},
+        configs={},
+        bounds={},
+        rows=[],
+        seconds=1.0,
+    )
+    assert "## Soak" not in report.render_markdown(empty)
+    assert "## Soak: supervised connections under churn" in report.render_markdown(
+        empty, (soak, "sample.json")
+    )
