@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from keepalive import _tcp_info
 from keepalive.config import KeepaliveConfig
+from keepalive.diagnostics._linux import read_tcp_info
 from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
 from keepalive.reconnect import Backoff
@@ -62,7 +62,7 @@ class KernelView:
 
 def kernel_view(sock: socket.socket) -> KernelView:
     error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    info = _tcp_info.read(sock)  # None off Linux: other kernels' tcp_info differs
+    info = read_tcp_info(sock)  # None off Linux: other kernels' tcp_info differs
     if info is None:
         return KernelView(None, None, None, error)
     return KernelView(info.established, info.probes, info.last_ack_recv, error)
@@ -79,6 +79,18 @@ class DemoResult:
     heartbeat_detection_bound: float
     healed_after: float | None = None
     reconnect_attempts: int = 0
+
+    @property
+    def played_out(self) -> bool:
+        """The heartbeat saw the loss, kernel keepalive stayed fooled past its own bound, and
+        the supervised connection healed."""
+        fooled = (
+            self.kernel_still_established_after is not None
+            and self.kernel_still_established_after >= self.kernel_detection_bound
+        )
+        return (
+            self.heartbeat_detected_after is not None and fooled and self.healed_after is not None
+        )
 
 
 class _Timeline:

@@ -7,6 +7,7 @@ resolved inside a private network namespace, where a DNS query cannot leave the 
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -19,10 +20,11 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 from hypothesis import given
@@ -31,7 +33,12 @@ from netns import Namespace, netns_fixture, private_netns  # noqa: F401 - fixtur
 
 import keepalive
 from keepalive import cli, diagnostics
+from keepalive.cli._arguments import decode_escapes, encode_escapes
+from keepalive.cli._output import JSON_SCHEMA_VERSION, UsageError, Writer
+from keepalive.cli.audit import render as render_audit
 from keepalive.config import KeepaliveConfig
+from keepalive.diagnostics._linux import KernelSocket
+from keepalive.diagnostics.connections import _report_from_kernel_socket
 from keepalive.heartbeat import HeartbeatConfig
 from keepalive.platforms import SETTINGS, current
 from keepalive.system import system_defaults
@@ -149,11 +156,57 @@ def test_version() -> None:
 
 
 def test_importing_the_cli_stays_light() -> None:
-    code = "import sys, keepalive.cli; print(sorted({'psutil', 'asyncio'} & set(sys.modules)))"
+    """Every command module is imported to build the parser, so a bare ``keepalive`` pays
+    for all of them: what only one command needs is imported when that command runs."""
+    heavy = [
+        "psutil",
+        "asyncio",
+        "keepalive.diagnostics",
+        "keepalive.demo",
+        "keepalive.heartbeat",
+        "keepalive.sync",
+        "keepalive.testing",
+    ]
+    code = f"import sys, keepalive.cli; print(sorted(set({heavy!r}) & set(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_commands_are_the_registered_modules_in_help_order() -> None:
+    names = [command.NAME for command in cli.COMMANDS]
+    assert names == ["info", "doctor", "check", "audit", "demo"]
+    assert cli.DEFAULT_COMMAND.NAME == "info"
+    helped = io.StringIO()
+    assert cli.main(["--help"], out=helped) == 0
+    listed = re.findall(r"^    (\w+)\s", helped.getvalue(), re.MULTILINE)
+    assert listed == names
+
+
+def test_a_new_command_is_one_module_registered_in_one_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--name", default="world")
+
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        if args.name == "nobody":
+            raise UsageError("--name: nobody is not a name")
+        out.write(f"hello {args.name}\n")
+        return 0
+
+    hello = types.SimpleNamespace(
+        NAME="hello", HELP="greet", DESCRIPTION="Greet.", add_arguments=add_arguments, run=run
+    )
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, hello))
+    out = io.StringIO()
+    assert cli.main(["hello", "--name", "you"], out=out) == 0
+    assert out.getvalue() == "hello you\n"
+    assert cli.main(["hello", "--name", "nobody"], out=io.StringIO()) == 2
+    helped = io.StringIO()
+    assert cli.main(["--help"], out=helped) == 0
+    assert re.search(r"^    hello\s+greet$", helped.getvalue(), re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +232,7 @@ def test_doctor_json_has_every_section() -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert set(report) == DOCTOR_SECTIONS
-    assert (report["command"], report["schema_version"]) == ("doctor", cli.JSON_SCHEMA_VERSION)
+    assert (report["command"], report["schema_version"]) == ("doctor", JSON_SCHEMA_VERSION)
 
     host = report["host"]
     assert host["hostname"] == socket.gethostname()
@@ -790,7 +843,7 @@ def test_audit_of_a_missing_process_exits_1() -> None:
 
 
 def _report(**changes: Any) -> diagnostics.ConnectionReport:
-    kernel = diagnostics.KernelSocket(
+    kernel = KernelSocket(
         family="ipv4",
         local_address="10.0.0.5",
         local_port=43210,
@@ -812,7 +865,7 @@ def _report(**changes: Any) -> diagnostics.ConnectionReport:
     )
     from dataclasses import replace
 
-    return diagnostics.report_from_kernel_socket(
+    return _report_from_kernel_socket(
         replace(kernel, **changes), pid=321, fd=7, process_name="worker"
     )
 
@@ -823,7 +876,7 @@ def test_audit_rendering_flags_long_lived_connections_without_keepalive() -> Non
     assert [flag.code for flag in flagged.flags] == ["no-keepalive-long-lived"]
     result = diagnostics.AuditResult((flagged, armed), "sock_diag")
     out = io.StringIO()
-    cli.render_audit(result, [321], cli.Writer(out, colour=False))
+    render_audit(result, [321], Writer(out, colour=False))
     text = out.getvalue()
     assert_fits(text)
     rows = text.splitlines()
@@ -843,7 +896,7 @@ def test_audit_rendering_of_long_ipv6_addresses_stays_within_80_columns() -> Non
         remote_address="2001:db8:aaaa:bbbb:cccc:dddd:eeee:2",
     )
     out = io.StringIO()
-    cli.render_audit(diagnostics.AuditResult((report,), "sock_diag"), None, cli.Writer(out))
+    render_audit(diagnostics.AuditResult((report,), "sock_diag"), None, Writer(out))
     assert_fits(out.getvalue())
     text = out.getvalue()
     assert "  fd 7  ESTABLISHED  keepalive off  age >=15 min\n" in text
@@ -931,14 +984,14 @@ def test_demo_runs_the_story_and_exits_0() -> None:
     ],
 )
 def test_decode_escapes(text: str, data: bytes) -> None:
-    assert cli.decode_escapes(text) == data
+    assert decode_escapes(text) == data
 
 
 @given(st.binary())
 def test_escapes_round_trip(data: bytes) -> None:
-    shown = cli.encode_escapes(data)
+    shown = encode_escapes(data)
     assert shown.isascii()
-    assert cli.decode_escapes(shown) == data
+    assert decode_escapes(shown) == data
 
 
 def test_main_in_process_writes_to_out() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from keepalive.diagnostics import build_inet_diag_request  # noqa: E402
+from keepalive.diagnostics._linux import build_inet_diag_request  # noqa: E402
 
 NETLINK_SOCK_DIAG = 4
 NLMSG_DONE = 3
