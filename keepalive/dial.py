@@ -13,16 +13,27 @@ Every argument is checked before the first socket is created: a bad one raises a
 :class:`~keepalive.InvalidSetting` (or :class:`~keepalive.InvalidSettingType`) naming it, and
 :func:`check_address` is the address check shared with the supervisors and
 ``keepalive.aio.open_connection``.
+
+One dial serves everything that connects: ``connect``, ``connect_async`` and both
+supervisors make one attempt at a time through the same ``_Dialer`` (the supervisors,
+which retry per their own core, build it once and call ``attempt`` or ``attempt_async``).
+A blocking attempt can be made cancellable: with ``wait=``, each connect is non-blocking
+and the caller's ``wait(sock, timeout)`` waits for it, so that the blocking supervisor's
+``close()`` interrupts a connect to a black hole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,6 +44,7 @@ from keepalive.errors import ConnectFailed, InvalidSettingType
 from keepalive.platforms import current
 from keepalive.reconnect import RetryPolicy, RetryState, StopReason
 from keepalive.sockets import configure
+from keepalive.supervision import AttemptFailure
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -51,18 +63,24 @@ DEFAULT_CONNECT_TIMEOUT = 20.0
 _MAX_WAIT = threading.TIMEOUT_MAX
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFailure:
-    """One failed attempt: its number (0 is the first), the address tried (None when name
-    resolution failed), and the error."""
+Wait: TypeAlias = Callable[[socket.socket, float], bool]
+"""``wait(sock, timeout)`` for a cancellable connect: wait until ``sock`` is writable (True)
+or ``timeout`` seconds passed, or something else woke the caller (False); raise to cancel
+the attempt (the socket is closed, the exception propagates)."""
 
-    attempt: int
-    address: tuple[Any, ...] | None
-    error: BaseException
-
-    def __str__(self) -> str:
-        where = "resolving" if self.address is None else f"{self.address[0]} port {self.address[1]}"
-        return f"attempt {self.attempt} ({where}): {self.error!r}"
+# connect_ex() results that mean "under way" (EINTR: the connect goes on in the kernel).
+_IN_PROGRESS = frozenset(
+    code
+    for code in (
+        errno.EINPROGRESS,
+        errno.EWOULDBLOCK,
+        errno.EAGAIN,
+        errno.EALREADY,
+        errno.EINTR,
+        getattr(errno, "WSAEWOULDBLOCK", None),
+    )
+    if code is not None
+)
 
 
 class _AttemptError(Exception):
@@ -72,6 +90,16 @@ class _AttemptError(Exception):
         super().__init__(failures[-1].error)
         self.failures = failures
         self.last = failures[-1].error
+
+
+def _peer_address(sock: socket.socket) -> tuple[Any, ...] | None:
+    """The connected ``sock``'s peer, as an :class:`AttemptFailure` records it (None once it
+    is not connected any more)."""
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return None
+    return tuple(peer) if isinstance(peer, tuple) else None
 
 
 def _resolve_error(exc: OSError | ValueError) -> OSError:
@@ -138,7 +166,7 @@ def _timeout(connect_timeout: object, retry: RetryPolicy | None) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _Dialer:
-    """What every attempt of one connect call shares."""
+    """What every attempt of one connect call, or of one supervisor, shares."""
 
     host: str
     port: int
@@ -159,48 +187,84 @@ class _Dialer:
             raise
         return sock
 
-    def attempt(self, attempt: int) -> socket.socket:
+    def attempt(self, attempt: int, wait: Wait | None = None) -> socket.socket:
+        """Attempt number ``attempt``: a connected, blocking socket, or :class:`_AttemptError`
+        with a failure per address. Without ``wait`` each connect blocks (up to the
+        timeout); with it each is non-blocking and ``wait`` waits for it (see :data:`Wait`)."""
         try:
             infos = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
         except (OSError, ValueError) as exc:
-            error = _resolve_error(exc)
-            raise _AttemptError([AttemptFailure(attempt, None, error)]) from error
+            raise self.unresolved(attempt, exc) from None
         failures: list[AttemptFailure] = []
         for family, _kind, _proto, _name, sockaddr in infos:
-            sock = self.new_socket(family)
-            try:
-                sock.settimeout(self.timeout)
-                sock.connect(sockaddr)
-                sock.settimeout(None)
+            with self.trying(attempt, family, sockaddr, failures) as sock:
+                if wait is None:
+                    sock.settimeout(self.timeout)
+                    sock.connect(sockaddr)
+                    sock.settimeout(None)
+                else:
+                    self._connect_waiting(sock, sockaddr, wait)
                 return sock
-            except OSError as exc:
-                sock.close()
-                failures.append(AttemptFailure(attempt, tuple(sockaddr), exc))
         raise self.failed(attempt, failures)
 
     async def attempt_async(self, attempt: int) -> socket.socket:
+        """:meth:`attempt` for asyncio: a connected, non-blocking socket. Cancelling the
+        awaiting task stops it at once (the socket is closed)."""
         import asyncio  # noqa: PLC0415 - `import keepalive` must not import asyncio
 
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except (OSError, ValueError) as exc:
-            error = _resolve_error(exc)
-            raise _AttemptError([AttemptFailure(attempt, None, error)]) from error
+            raise self.unresolved(attempt, exc) from None
         failures: list[AttemptFailure] = []
         for family, _kind, _proto, _name, sockaddr in infos:
-            sock = self.new_socket(family)
-            try:
+            with self.trying(attempt, family, sockaddr, failures) as sock:
                 sock.setblocking(False)
                 await _sock_connect(loop, sock, sockaddr, self.timeout)
                 return sock
-            except OSError as exc:  # TimeoutError included
-                sock.close()
-                failures.append(AttemptFailure(attempt, tuple(sockaddr), exc))
-            except BaseException:  # cancelled (even if the connect completed): close it
-                sock.close()
-                raise
         raise self.failed(attempt, failures)
+
+    @contextlib.contextmanager
+    def trying(
+        self, attempt: int, family: int, sockaddr: Any, failures: list[AttemptFailure]
+    ) -> Iterator[socket.socket]:
+        """A new socket for one address of an attempt. A connect error closes it and is
+        logged in ``failures`` (the attempt goes on with the next address); anything else
+        (a cancellation, even one arriving as the connect completed) closes it and
+        propagates."""
+        sock = self.new_socket(family)
+        try:
+            yield sock
+        except OSError as exc:  # TimeoutError included
+            sock.close()
+            failures.append(AttemptFailure(attempt, tuple(sockaddr), exc))
+        except BaseException:
+            sock.close()
+            raise
+
+    def _connect_waiting(self, sock: socket.socket, sockaddr: Any, wait: Wait) -> None:
+        """A non-blocking connect within the timeout, waited for by ``wait``."""
+        sock.setblocking(False)
+        code = sock.connect_ex(sockaddr)
+        if code in _IN_PROGRESS:
+            deadline = time.monotonic() + self.timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        errno.ETIMEDOUT, f"connect timed out after {self.timeout:g} s"
+                    )
+                if wait(sock, remaining):
+                    break
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
+        sock.setblocking(True)
+
+    def unresolved(self, attempt: int, exc: OSError | ValueError) -> _AttemptError:
+        """The attempt's failure when name resolution failed."""
+        return _AttemptError([AttemptFailure(attempt, None, _resolve_error(exc))])
 
     def failed(self, attempt: int, failures: list[AttemptFailure]) -> _AttemptError:
         if not failures:
@@ -245,9 +309,9 @@ def _dialer(
     keepalive: object,
     retry: object,
     connect_timeout: object,
-    source_address: object,
-    strict: object,
-    rng: object,
+    source_address: object = None,
+    strict: object = True,
+    rng: object = None,
 ) -> _Dialer:
     """Check every argument, before any socket exists; the shared state of the attempts."""
     host, port = check_address(address)

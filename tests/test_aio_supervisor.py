@@ -40,7 +40,7 @@ import keepalive
 from keepalive import aio
 from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 from keepalive.config import KeepaliveConfig
-from keepalive.dial import AttemptFailure
+from keepalive.dial import AttemptFailure, _Dialer
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.framing import Lines, MessagePongs
 from keepalive.heartbeat import HeartbeatConfig
@@ -328,6 +328,49 @@ def test_policy_exhausted_gives_up_with_every_attempts_cause() -> None:
         assert sup.stats.state is SupervisorState.CLOSED  # aclose() after giving up
 
     run(main())
+
+
+def test_the_supervisor_dials_through_keepalive_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One dial for everything: each attempt is one attempt of the dialer connect_async()
+    uses, numbered as the supervisor counts, every address's failure in ConnectFailed."""
+    calls: list[int] = []
+    real = _Dialer.attempt_async
+
+    async def recording(dialer: _Dialer, attempt: int) -> socket.socket:
+        calls.append(attempt)
+        return await real(dialer, attempt)
+
+    monkeypatch.setattr(_Dialer, "attempt_async", recording)
+
+    async def main() -> None:
+        with down_server() as refusing, down_server() as also_refusing:
+            addresses = [refusing.getsockname(), also_refusing.getsockname()]
+            real_resolve = socket.getaddrinfo
+
+            def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+                if host != "dual.test":
+                    return real_resolve(host, port, *args, **kwargs)
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in addresses]
+
+            monkeypatch.setattr(socket, "getaddrinfo", resolve)
+            policy = Backoff.constant(0.01, max_attempts=2)
+            async with Supervisor(("dual.test", 1), retry=policy) as sup:
+                with pytest.raises(ConnectFailed) as caught:
+                    await sup.wait_connected(timeout=WAIT)
+        assert calls == [0, 1]
+        assert [(f.attempt, f.address) for f in caught.value.attempts] == [  # type: ignore[attr-defined]
+            (0, addresses[0]),
+            (0, addresses[1]),
+            (1, addresses[0]),
+            (1, addresses[1]),
+        ]
+
+    run(main())
+
+
+def test_a_keepalive_setting_this_platform_refuses_is_refused_at_construction() -> None:
+    with pytest.raises(InvalidSetting, match="count"):
+        Supervisor(("127.0.0.1", 9), keepalive=KeepaliveConfig(count=1000))
 
 
 def test_connect_timeout_to_a_black_hole_counts_as_a_failed_attempt() -> None:
@@ -704,6 +747,7 @@ def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
         async with Supervisor(echo_server.address, heartbeat=None, retry=QUICK) as sup:
             conn = await sup.wait_connected(timeout=WAIT)
             assert conn.monitor is None
+            assert aio.scheduler_stats().monitors == 0  # nothing scheduled
             assert await echo(conn, b"PING\n") == b"PONG\n"  # the application's own
 
     run(main())

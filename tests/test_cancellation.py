@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
-import keepalive.aio.supervisor as supervisor_module
 from keepalive import aio
 from keepalive.aio.supervisor import Supervisor
-from keepalive.dial import connect_async
+from keepalive.dial import _Dialer, connect_async
 from keepalive.reconnect import Backoff
 from keepalive.supervision import SupervisorState
 
@@ -280,20 +279,20 @@ def test_supervisor_never_publishes_after_close_if_the_dial_swallows_it(
     ``asyncio.wait_for`` did before 3.12), a supervisor closed during the connect publishes
     nothing and aclose() returns."""
     port = listener.getsockname()[1]
-    real = supervisor_module.connect_async
+    real = _Dialer.attempt_async
 
     async def main() -> None:
         entered = asyncio.Event()
 
-        async def swallowing_dial(*args: Any, **kwargs: Any) -> socket.socket:
-            inner = asyncio.ensure_future(real(*args, **kwargs))
+        async def swallowing_dial(dialer: _Dialer, attempt: int) -> socket.socket:
+            inner = asyncio.ensure_future(real(dialer, attempt))
             entered.set()
             try:
                 return await asyncio.shield(inner)
             except asyncio.CancelledError:
                 return await inner  # the cancellation is lost here
 
-        monkeypatch.setattr(supervisor_module, "connect_async", swallowing_dial)
+        monkeypatch.setattr(_Dialer, "attempt_async", swallowing_dial)
         published: list[object] = []
         sup = Supervisor(("127.0.0.1", port), on_connect=published.append)
         sup.start()

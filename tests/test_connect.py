@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import select
 import socket
 import threading
 import time
@@ -12,7 +15,7 @@ from typing import Any
 import pytest
 
 import keepalive
-from keepalive.dial import AttemptFailure, connect, connect_async
+from keepalive.dial import AttemptFailure, _AttemptError, _Dialer, _dialer, connect, connect_async
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType
 from keepalive.reconnect import Backoff
 
@@ -198,3 +201,114 @@ def test_async_cancel_during_backoff_is_prompt() -> None:
         return time.monotonic() - start
 
     assert asyncio.run(main()) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# One dial: connect() keeps its blocking connect; the supervisors make it cancellable
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, int]]:
+    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=1):  # fills the backlog
+            yield address
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _plain_dialer(address: tuple[str, int], timeout: float) -> _Dialer:
+    return _dialer(
+        address,
+        keepalive=keepalive.KeepaliveConfig(),
+        retry=None,
+        connect_timeout=timeout,
+        source_address=None,
+        strict=True,
+        rng=None,
+    )
+
+
+def test_connect_times_out_as_before(black_hole: tuple[str, int]) -> None:
+    """connect() still connects blocking, with the socket's own timeout."""
+    start = time.monotonic()
+    with pytest.raises(ConnectFailed) as info:
+        connect(black_hole, connect_timeout=0.2)
+    assert 0.15 < time.monotonic() - start < 2.0
+    assert info.value.reason == "no retry"
+    (failure,) = info.value.attempts
+    assert isinstance(failure, AttemptFailure)
+    assert failure.address == black_hole
+    assert isinstance(failure.error, TimeoutError)
+    assert str(failure.error) == "timed out"  # the socket module's, as before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds in /proc")
+def test_a_waiting_dial_is_cancelled_by_its_wait(black_hole: tuple[str, int]) -> None:
+    class Stop(Exception):
+        pass
+
+    waits: list[float] = []
+
+    def wait(sock: socket.socket, timeout: float) -> bool:
+        waits.append(timeout)
+        if len(waits) == 3:
+            raise Stop
+        time.sleep(0.01)  # (woken: not ready yet)
+        return False
+
+    fds = _open_fds()
+    with pytest.raises(Stop):
+        _plain_dialer(black_hole, 30.0).attempt(0, wait=wait)
+    assert len(waits) == 3
+    assert all(0 < timeout <= 30.0 for timeout in waits)
+    assert _open_fds() == fds  # the connecting socket is closed
+
+
+def test_a_waiting_dial_times_out_with_etimedout(black_hole: tuple[str, int]) -> None:
+    def wait(sock: socket.socket, timeout: float) -> bool:
+        time.sleep(min(timeout, 0.05))
+        return False
+
+    with pytest.raises(_AttemptError) as info:
+        _plain_dialer(black_hole, 0.2).attempt(3, wait=wait)
+    (failure,) = info.value.failures
+    assert (failure.attempt, failure.address) == (3, black_hole)
+    assert isinstance(failure.error, TimeoutError)
+    assert failure.error.errno == errno.ETIMEDOUT
+
+
+def test_a_waiting_dial_connects_a_blocking_socket_with_keepalive(server: socket.socket) -> None:
+    ready: list[bool] = []
+
+    def wait(sock: socket.socket, timeout: float) -> bool:
+        _, writable, _ = select.select([], [sock], [], timeout)
+        ready.append(bool(writable))
+        return bool(writable)
+
+    with _plain_dialer(server.getsockname(), 5.0).attempt(0, wait=wait) as sock:
+        assert sock.getpeername() == server.getsockname()
+        assert sock.gettimeout() is None  # blocking, as connect() returns it
+        assert keepalive.inspect(sock).idle == keepalive.KeepaliveConfig().idle
+    assert ready in ([], [True])  # (loopback may connect at once)
+
+
+def test_a_waiting_dial_reports_a_refused_address(server: socket.socket) -> None:
+    port = _free_port()
+    with pytest.raises(_AttemptError) as info:
+        _plain_dialer(("127.0.0.1", port), 5.0).attempt(0, wait=lambda sock, timeout: True)
+    (failure,) = info.value.failures
+    assert isinstance(failure.error, ConnectionRefusedError)
+    assert failure.address == ("127.0.0.1", port)
+
+
+def test_attempt_failure_is_one_type() -> None:
+    from keepalive import dial, supervision
+
+    assert dial.AttemptFailure is supervision.AttemptFailure
+    assert "AttemptFailure" in dial.__all__

@@ -26,9 +26,10 @@ from netns import Namespace
 import keepalive
 import keepalive.sync
 from keepalive.config import KeepaliveConfig
+from keepalive.dial import _Dialer
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
 from keepalive.framing import Lines, MessagePongs
-from keepalive.heartbeat import HeartbeatConfig
+from keepalive.heartbeat import HeartbeatConfig, MonitorStats
 from keepalive.pytest_plugin import FaultProxyFactory
 from keepalive.reconnect import Backoff, StopReason
 from keepalive.supervision import DisconnectReason, SupervisorState
@@ -297,6 +298,87 @@ def test_close_during_a_connect_to_a_black_hole_returns_within_100_ms(no_leaks: 
         elapsed = time.perf_counter() - started
     assert elapsed < 0.1, f"close() took {elapsed * 1000:.1f} ms during a connect"
     assert sup.stats.attempts == 1
+
+
+@pytest.mark.netns
+def test_close_during_a_connect_to_a_dropping_host_returns_within_100_ms(
+    netns: Namespace, no_leaks: None
+) -> None:
+    """SYNs dropped by nftables (no answer, no RST): the connect of keepalive.dial's dial,
+    made cancellable by the supervisor's wait, ends at close()."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        netns.black_hole(port)
+        sup = Supervisor(("127.0.0.1", port), retry=Backoff(connect_timeout=30)).start()
+        wait_until(lambda: sup.state is SupervisorState.CONNECTING, what="the connect")
+        time.sleep(0.2)
+        assert sup.state is SupervisorState.CONNECTING
+        started = time.perf_counter()
+        sup.close()
+        elapsed = time.perf_counter() - started
+    assert elapsed < 0.1, f"close() took {elapsed * 1000:.1f} ms during a connect"
+    assert (sup.stats.attempts, sup.stats.connects) == (1, 0)
+
+
+def test_the_supervisor_dials_through_keepalive_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One dial for everything: each attempt is one cancellable attempt of the dialer
+    connect() uses, numbered as the supervisor counts, its failures in ConnectFailed."""
+    calls: list[tuple[int, bool]] = []
+    real = _Dialer.attempt
+
+    def recording(dialer: _Dialer, attempt: int, wait: Any = None) -> socket.socket:
+        calls.append((attempt, wait is not None))
+        return real(dialer, attempt, wait)
+
+    monkeypatch.setattr(_Dialer, "attempt", recording)
+    with down_server() as server:
+        address = server.getsockname()
+        policy = Backoff.constant(0.01, max_attempts=3)
+        with Supervisor(address, retry=policy) as sup, pytest.raises(ConnectFailed) as caught:
+            sup.wait_connected(timeout=WAIT)
+    assert calls == [(0, True), (1, True), (2, True)]
+    failures = caught.value.attempts
+    assert [(f.attempt, f.address) for f in failures] == [(n, address) for n in range(3)]  # type: ignore[attr-defined]
+    assert all(isinstance(f.error, ConnectionRefusedError) for f in failures)  # type: ignore[attr-defined]
+
+
+def test_every_address_is_tried_and_each_failure_is_logged(
+    monkeypatch: pytest.MonkeyPatch, echo_server: EchoServer
+) -> None:
+    with down_server() as refusing, down_server() as also_refusing:
+        addresses = [refusing.getsockname(), also_refusing.getsockname()]
+        real = socket.getaddrinfo
+
+        def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+            if host != "dual.test":
+                return real(host, port, *args, **kwargs)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in addresses]
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        policy = Backoff.constant(0.01, max_attempts=2)
+        with Supervisor(("dual.test", 1), retry=policy) as sup:
+            with pytest.raises(ConnectFailed) as caught:
+                sup.wait_connected(timeout=WAIT)
+            failures = caught.value.attempts
+            assert [(f.attempt, f.address) for f in failures] == [  # type: ignore[attr-defined]
+                (0, addresses[0]),
+                (0, addresses[1]),
+                (1, addresses[0]),
+                (1, addresses[1]),
+            ]
+        addresses[1] = echo_server.address  # the second address answers
+        with Supervisor(("dual.test", 1), retry=QUICK) as sup:
+            conn = sup.wait_connected(timeout=WAIT)
+            assert conn.getpeername() == echo_server.address
+            assert echo(conn, b"x\n") == b"x\n"
+            assert sup.stats.attempts == 1
+
+
+def test_a_keepalive_setting_this_platform_refuses_is_refused_at_construction(
+    no_leaks: None,
+) -> None:
+    with pytest.raises(InvalidSetting, match="count"):
+        Supervisor(("127.0.0.1", 9), keepalive=KeepaliveConfig(count=1000))
 
 
 def test_close_during_on_connect_returns_within_100_ms(echo_server: EchoServer) -> None:
@@ -651,6 +733,46 @@ def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
         conn = sup.wait_connected(timeout=WAIT)
         assert not conn.monitoring
         assert echo(conn, b"PING\n") == b"PONG\n"  # the application's own, not filtered
+
+
+def test_without_a_heartbeat_the_connection_is_plain(echo_server: EchoServer) -> None:
+    """heartbeat=None is a plain connection: nothing scheduled, pinged or filtered."""
+    with Supervisor(echo_server.address, heartbeat=None, retry=QUICK) as sup:
+        before = keepalive.sync.active_monitors()
+        conn = sup.wait_connected(timeout=WAIT)
+        assert keepalive.sync.active_monitors() <= before  # not registered with the scheduler
+        assert isinstance(conn, keepalive.sync.MonitoredSocket)
+        assert (conn.heartbeat, conn.config, conn.rtt, conn.srtt) == (None, None, None, None)
+        assert not conn.monitoring
+        assert not conn.dead
+        assert echo(conn, b"PING\n") == b"PONG\n"  # the application's own, not filtered
+        with conn.makefile("rwb") as file:
+            file.write(b"data\n")
+            file.flush()
+            assert file.readline() == b"data\n"
+        stats = conn.stats
+        assert "not monitored" in repr(conn)
+    assert stats == MonitorStats(
+        pings_sent=0,
+        pongs_received=0,
+        bytes_received=10,
+        bytes_sent=10,
+        stalls=0,
+        unread_life=0,
+        blocked_pings=0,
+        rtt=None,
+        srtt=None,
+    )
+
+
+def test_with_a_heartbeat_its_state_is_visible(echo_server: EchoServer) -> None:
+    with Supervisor(echo_server.address, heartbeat=FAST, retry=QUICK) as sup:
+        conn = sup.wait_connected(timeout=WAIT)
+        assert conn.config is FAST
+        assert conn.heartbeat is not None
+        assert conn.monitoring
+        wait_until(lambda: conn.rtt is not None, what="a pong")
+        assert conn.stats.pongs_received >= 1
 
 
 def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:

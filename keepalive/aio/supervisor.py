@@ -28,8 +28,11 @@ One task per supervisor (``keepalive-supervisor:HOST:PORT``) runs the loop of
     -> on_connect(conn) -> publish the connection -> ... it ends -> close it
     -> on_disconnect(reason, error) -> on_backoff(delay, error) -> sleep -> connect again
 
-and a :class:`~keepalive.supervision.SupervisorCore` decides the delays and the give-up and
-keeps the counters (:attr:`Supervisor.stats`). The rules are those of the blocking
+and a :class:`~keepalive.supervision.SupervisorCore` keeps the state, the counters
+(:attr:`Supervisor.stats`) and the failure log, decides the delays, the give-up and which
+hook fires when, and writes the log; this module does the I/O: the task, the dial (that of
+:mod:`keepalive.dial`), the transport and TLS, ``on_connect``, watching for the end, the
+sleeps and cancellation. The rules are those of the blocking
 :class:`keepalive.sync.Supervisor`; what differs comes from asyncio:
 
 * **The connection** is a :class:`SupervisedConnection`: a ``(reader, writer)`` pair, as
@@ -88,16 +91,18 @@ keeps the counters (:attr:`Supervisor.stats`). The rules are those of the blocki
   interruptible: name resolution runs in the loop's executor (the attempt is abandoned at
   once, the lookup finishes in its thread). :meth:`Supervisor.close` asks for the same
   without waiting (safe from hooks and the handler; ``aclose`` from those returns at once).
-* **Connecting** is :func:`keepalive.connect_async`'s, one attempt at a time: kernel
+* **Connecting** is :func:`keepalive.connect_async`'s dial, one attempt at a time: kernel
   keepalive (strict) set before the SYN, every address the name resolves to tried, each
   with ``connect_timeout`` (default: the policy's; also the TLS handshake's timeout with
-  ``ssl``). ``heartbeat=None`` runs no heartbeat (kernel keepalive, end of stream and errors
-  still end connections).
+  ``ssl``). A keepalive setting this platform cannot honour is refused by the constructor.
+  ``heartbeat=None`` runs no heartbeat: no monitor, nothing scheduled or filtered (kernel
+  keepalive, end of stream and errors still end connections).
 
-Logging goes to the ``keepalive.supervisor`` logger: DEBUG per attempt, INFO for connections
-made and failed attempts, WARNING for ended connections and failing ``on_connect`` or
-handlers, ERROR when giving up or when ``on_disconnect``/``on_backoff`` raise. Everything
-here must be used from the event loop's thread.
+Logging goes to the ``keepalive.supervisor`` logger (see :mod:`keepalive.supervision`):
+DEBUG per attempt, INFO for connections made and failed attempts, WARNING for ended
+connections and failing ``on_connect`` or handlers, ERROR when giving up or when
+``on_disconnect``/``on_backoff`` raise. Everything here must be used from the event loop's
+thread.
 """
 
 from __future__ import annotations
@@ -106,9 +111,7 @@ import asyncio
 import inspect
 import logging
 import random
-import socket
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from types import TracebackType
@@ -119,19 +122,22 @@ from typing_extensions import Self
 import keepalive.aio.connection as aio
 from keepalive._validate import positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
-from keepalive.dial import AttemptFailure, connect_async
-from keepalive.errors import ConnectFailed, InvalidSettingType
-from keepalive.framing import Framing, PongMatcher, PongSource, pong_matcher_factory
-from keepalive.heartbeat import HeartbeatConfig, check_ping
+from keepalive.dial import _AttemptError, _dialer, _peer_address
+from keepalive.errors import InvalidSettingType
+from keepalive.framing import Framing, PongMatcher, PongSource
+from keepalive.heartbeat import HeartbeatConfig
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
 from keepalive.supervision import (
     DisconnectReason,
+    NextAttempt,
+    OnBackoff,
+    OnDisconnect,
     SupervisorCore,
+    SupervisorOptions,
     SupervisorState,
     SupervisorStats,
-    check_address,
-    check_callable,
     classify_disconnect,
+    ended_during_on_connect,
 )
 
 __all__ = [
@@ -144,14 +150,11 @@ __all__ = [
     "Supervisor",
 ]
 
-logger = logging.getLogger("keepalive.supervisor")
-logging.getLogger("keepalive").addHandler(logging.NullHandler())
+logger = logging.getLogger("keepalive.supervisor")  # (the core logs the events)
 
-_FAILURES_KEPT: Final = 64  # attempt failures of the current outage kept for ConnectFailed
 # How long a teardown waits for asyncio to report an aborted transport lost (one loop
 # iteration in practice); a bound, so that close() can never hang on it.
 _TEARDOWN_LIMIT: Final = 1.0
-# ConnectFailed.reason when the policy gave up ("failed": the supervisor task itself failed)
 
 _End: TypeAlias = tuple[DisconnectReason, BaseException | None]
 
@@ -314,12 +317,6 @@ OnConnect: TypeAlias = Callable[[SupervisedConnection], object]
 """``on_connect(conn)``: runs before a new connection is published; raising fails the
 attempt. A plain or a coroutine function."""
 
-OnDisconnect: TypeAlias = Callable[[DisconnectReason, BaseException | None], object]
-"""``on_disconnect(reason, error)``: a published connection ended (``error`` None: no error)."""
-
-OnBackoff: TypeAlias = Callable[[float, BaseException | None], object]
-"""``on_backoff(delay, error)``: the supervisor waits ``delay`` seconds before the next attempt."""
-
 Handler: TypeAlias = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
 """``handler(reader, writer)``: a coroutine function serving one connection in its own task;
 returning ends the connection."""
@@ -357,8 +354,9 @@ class Supervisor:
     host): TLS on each connection, as for :func:`asyncio.open_connection`. ``limit``: the
     :class:`asyncio.StreamReader` buffer limit.
 
-    Use as ``async with Supervisor(...) as sup:``, or :meth:`start` (in a running loop) then
-    :meth:`aclose`. One event loop; not thread-safe.
+    Every argument is checked here (a kernel keepalive setting this platform cannot honour
+    included), before anything connects. Use as ``async with Supervisor(...) as sup:``, or
+    :meth:`start` (in a running loop) then :meth:`aclose`. One event loop; not thread-safe.
     """
 
     def __init__(
@@ -384,52 +382,41 @@ class Supervisor:
         server_hostname: str | None = None,
         limit: int = aio.DEFAULT_LIMIT,
     ) -> None:
-        self._address = check_address(address)
-        if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
-            raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
-        if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
-            raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
-        check_ping(ping)
-        self._new_matcher = pong_matcher_factory(pong, framing, pong_matcher)
-        if not isinstance(retry, RetryPolicy):
-            raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
-        if rng is not None and not isinstance(rng, random.Random):
-            raise InvalidSettingType("rng", rng, "a random.Random instance or None")
-        if name is not None and not isinstance(name, str):
-            raise InvalidSettingType("name", name, "a string or None")
-        if ssl is not None and not isinstance(ssl, SSLContext):
-            raise InvalidSettingType("ssl", ssl, "an ssl.SSLContext or None")
-        if server_hostname is not None and not isinstance(server_hostname, str):
-            raise InvalidSettingType("server_hostname", server_hostname, "a string or None")
-        check_callable("on_connect", on_connect, "(conn)")
-        check_callable("on_disconnect", on_disconnect, "(reason, error)")
-        check_callable("on_backoff", on_backoff, "(delay, error)")
-        check_callable("handler", handler, "(reader, writer) returning an awaitable")
-        self._limit = positive_int("limit", limit)
-        self._connect_timeout = (
-            retry.connect_timeout
-            if connect_timeout is None
-            else positive_seconds("connect_timeout", connect_timeout)
+        self._options = options = SupervisorOptions.check(
+            address,
+            heartbeat=heartbeat,
+            ping=ping,
+            pong=pong,
+            framing=framing,
+            pong_matcher=pong_matcher,
+            retry=retry,
+            healthy_after=healthy_after,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            on_backoff=on_backoff,
+            handler=handler,
+            handler_shape="(reader, writer) returning an awaitable",
+            rng=rng,
+            name=name,
+            ssl=ssl,
+            server_hostname=server_hostname,
         )
-        self._keepalive = keepalive
-        self._heartbeat = heartbeat
-        self._ping = ping
+        self._limit = positive_int("limit", limit)
+        self._dialer = _dialer(
+            options.address,
+            keepalive=keepalive,
+            retry=options.retry,
+            connect_timeout=connect_timeout,
+        )
         self._tls: dict[str, object] = {}
-        if ssl is not None:
+        if options.ssl is not None:
             self._tls = {
-                "ssl": ssl,
-                "server_hostname": self._address[0] if server_hostname is None else server_hostname,
-                "ssl_handshake_timeout": self._connect_timeout,
+                "ssl": options.ssl,
+                "server_hostname": options.server_hostname,
+                "ssl_handshake_timeout": self._dialer.timeout,
             }
-        self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
-        self._on_backoff = on_backoff
-        self._handler = handler
-        self._label = name if name is not None else f"{self._address[0]}:{self._address[1]}"
-
-        self._core = SupervisorCore(retry, healthy_after=healthy_after, rng=rng)
-        self._failures: deque[AttemptFailure] = deque(maxlen=_FAILURES_KEPT)
-        self._closing = False
+        self._label = options.label
+        self._core = SupervisorCore.for_options(options)
         self._finishing = False  # the task is cleaning up: no more cancelling it
         self._task: asyncio.Task[None] | None = None
         self._handler_task: asyncio.Task[None] | None = None
@@ -437,6 +424,10 @@ class Supervisor:
         self._current: SupervisedConnection | None = None  # published to the application
         self._interrupted: SupervisedConnection | None = None  # published when closed
         self._changed: asyncio.Future[None] | None = None  # resolved at every change
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -465,11 +456,9 @@ class Supervisor:
 
     def _mark_closed(self) -> bool:
         """Enter the CLOSED state; False if it was closed already."""
-        if self._closing:
+        if not self._core.closed(time.monotonic()):
             return False
-        self._closing = True
-        self._core.closed(time.monotonic())
-        logger.debug("closing the supervisor for %s", self._label)
+        self._core.log_closing()
         self._notify()
         return True
 
@@ -504,7 +493,7 @@ class Supervisor:
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the supervisor connects to."""
-        return self._address
+        return self._options.address
 
     @property
     def connection(self) -> SupervisedConnection | None:
@@ -528,8 +517,8 @@ class Supervisor:
             current = self._current
             if current is not None and not current.ended:
                 return current  # (an ended one is about to be replaced: wait for that)
-            if self._closing or self._core.state is SupervisorState.FAILED:
-                raise self._failure()
+            if self._core.finished:
+                raise self._core.failure()
             if self._task is None:
                 raise RuntimeError(f"supervisor for {self._label} is not started")
             changed = self._changed
@@ -571,10 +560,8 @@ class Supervisor:
                 self._mark_closed()
                 raise
         except Exception as exc:  # a bug here: do not leave waiters hanging
-            logger.exception("the supervisor for %s failed", self._label)
-            self._core.last_error = exc
-            if self._core.state is not SupervisorState.CLOSED:
-                self._core.state = SupervisorState.FAILED
+            self._core.log_crashed(exc)
+            self._core.crashed(exc)
         finally:
             await self._finish()
 
@@ -591,9 +578,10 @@ class Supervisor:
             if interrupted is not None:  # a published connection, ended by close()
                 end = interrupted._watch.end
                 reason, error = (DisconnectReason.CLOSED, None) if end is None else end
-                self._core.disconnected(reason, error, time.monotonic())
-                logger.info("connection to %s closed", self._label)
-                await self._call_hook("on_disconnect", self._on_disconnect, reason, error)
+                step = self._core.disconnected(
+                    reason, error, time.monotonic(), peer=interrupted.peer
+                )
+                await self._follow(step)
         finally:
             self._notify()
 
@@ -607,112 +595,94 @@ class Supervisor:
                 except asyncio.CancelledError:
                     self._interrupted = outcome
                     raise
-                delay = await self._after_disconnect(outcome, reason, error)
-            else:
-                error = outcome
-                delay = self._after_failed_attempt(outcome)
-            if delay is None:
+                outcome = self._core.disconnected(
+                    reason, error, time.monotonic(), peer=outcome.peer
+                )
+            if outcome.delay is None:
+                self._notify()
+            if not await self._follow(outcome):
                 return
-            await self._back_off(delay, error)
+
+    async def _follow(self, step: NextAttempt) -> bool:
+        """Call the hooks due after ``step`` and sleep until the next attempt (cancelled by
+        close()); False to stop."""
+        for name, hook, args in self._core.hook_calls(step):
+            try:
+                await _call(hook, *args)
+            except Exception as exc:
+                self._core.hook_raised(name, exc)
+        if step.delay is None:
+            return False
+        self._check_open()
+        await asyncio.sleep(step.delay)
+        return True
 
     # -- connecting --------------------------------------------------------------------------
 
-    async def _attempt(self) -> SupervisedConnection | BaseException:
-        """One attempt: the published connection, or the error that failed it."""
-        self._core.attempt_started(time.monotonic())
-        attempt = self._core.attempts - 1
-        logger.debug("connecting to %s (attempt %d)", self._label, attempt + 1)
+    async def _attempt(self) -> SupervisedConnection | NextAttempt:
+        """One attempt: the published connection, or the core's answer to its failure."""
+        attempt = self._core.attempt_started(time.monotonic())
+        if attempt is None:
+            raise asyncio.CancelledError  # closed
+        self._core.log_attempt(attempt)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=self._limit, loop=loop)
         watch = _EndWatch(reader, loop)
         monitor: aio.HeartbeatProtocol | None = None
+        heartbeat = self._options.heartbeat
         try:
-            if self._heartbeat is not None:
-                pong = self._new_matcher()
-                monitor = aio.HeartbeatProtocol(watch, self._heartbeat, ping=self._ping, pong=pong)
-            sock = await self._dial(attempt)
+            if heartbeat is not None:
+                pong = self._options.new_matcher()
+                ping = self._options.ping
+                monitor = aio.HeartbeatProtocol(watch, heartbeat, ping=ping, pong=pong)
+            sock = await self._dialer.attempt_async(attempt)
+        except _AttemptError as exc:
+            return self._core.attempt_failed(exc.last, time.monotonic(), failures=exc.failures)
+        except Exception as exc:
+            return self._core.attempt_failed(exc, time.monotonic())
+        peer = _peer_address(sock)
+        try:
             if self._closing:  # closed, and the cancellation was lost on the way
                 sock.close()
                 raise asyncio.CancelledError
             protocol = watch if monitor is None else monitor
             transport = await aio._start_transport(
-                loop, protocol, sock, self._address[0], self._tls
+                loop, protocol, sock, self._options.address[0], self._tls
             )
         except Exception as exc:
-            if not any(failure.attempt == attempt for failure in self._failures):
-                self._failures.append(AttemptFailure(attempt, None, exc))
-            return exc
+            return self._core.attempt_failed(exc, time.monotonic(), address=peer)
         writer = asyncio.StreamWriter(transport, watch, reader, loop)
         conn = SupervisedConnection(reader, writer, watch, monitor)
         self._live = conn  # closed by close(), or by _finish() once cancelled
         try:
             self._check_open()
-            if self._on_connect is not None:
-                await _call(self._on_connect, conn)
+            if self._options.on_connect is not None:
+                await _call(self._options.on_connect, conn)
             self._check_open()  # (a hook may swallow the cancellation)
-            end = watch.end
-            if end is not None:
-                raise ConnectionAbortedError(
-                    f"the connection ended during on_connect ({end[0]})"
-                ) from end[1]
+            if watch.end is not None:
+                raise ended_during_on_connect(*watch.end)
         except Exception as exc:
             self._live = None
             conn._end_with(DisconnectReason.CLOSED, None)
             await conn._closed()
-            self._failures.append(AttemptFailure(attempt, conn.peer, exc))
-            logger.warning("on_connect for %s failed: %r", self._label, exc, exc_info=exc)
-            return exc
+            self._check_open()
+            self._core.log_on_connect_failed(exc)
+            return self._core.attempt_failed(exc, time.monotonic(), address=peer)
         self._core.connected(time.monotonic())
         self._current = conn
-        self._failures.clear()
         self._notify()
-        logger.info(
-            "connected to %s (attempt %d, connection %d)",
-            self._label,
-            attempt + 1,
-            self._core.connects,
-        )
+        self._core.log_connected(attempt)
         return conn
-
-    async def _dial(self, attempt: int) -> socket.socket:
-        """A connected socket with keepalive set: one attempt over every resolved address."""
-        try:
-            return await connect_async(
-                self._address,
-                keepalive=self._keepalive,
-                connect_timeout=self._connect_timeout,
-            )
-        except ConnectFailed as exc:  # one attempt, retry=None: every address failed
-            for failure in exc.attempts:
-                assert isinstance(failure, AttemptFailure)
-                self._failures.append(AttemptFailure(attempt, failure.address, failure.error))
-            cause = exc.__cause__
-            raise cause if isinstance(cause, Exception) else exc from None
-
-    def _after_failed_attempt(self, error: BaseException) -> float | None:
-        """Record a failed attempt: the delay before the next one, or None to give up."""
-        delay = self._core.attempt_failed(error, time.monotonic())
-        if delay is None:
-            self._notify()
-            self._log_give_up(error)
-            return None
-        logger.info(
-            "attempt %d to connect to %s failed (%s); retrying in %.3f s",
-            self._core.attempts,
-            self._label,
-            error,
-            delay,
-        )
-        return delay
 
     # -- connected ---------------------------------------------------------------------------
 
     async def _serve(self, conn: SupervisedConnection) -> _End:
         """Wait until the connection ends (and its handler returned); then close it."""
         handler_task = None
-        if self._handler is not None:
+        handler = self._options.handler
+        if handler is not None:
             handler_task = asyncio.get_running_loop().create_task(
-                self._run_handler(self._handler, conn), name=f"keepalive-handler:{self._label}"
+                self._run_handler(handler, conn), name=f"keepalive-handler:{self._label}"
             )
             self._handler_task = handler_task
         try:
@@ -737,7 +707,9 @@ class Supervisor:
         assert end is not None
         return end
 
-    async def _run_handler(self, handler: Handler, conn: SupervisedConnection) -> None:
+    async def _run_handler(
+        self, handler: Callable[..., object], conn: SupervisedConnection
+    ) -> None:
         try:
             result = handler(conn.reader, conn.writer)
             if not inspect.isawaitable(result):
@@ -750,46 +722,12 @@ class Supervisor:
             raise
         except Exception as exc:  # ends this connection; the supervisor decides what next
             if not conn.ended and not self._closing:
-                logger.warning("handler for %s raised %r", self._label, exc, exc_info=exc)
+                self._core.log_handler_raised(exc)
             conn._end_with(classify_disconnect(exc), exc)
         else:
             conn._end_with(DisconnectReason.CLOSED, None)
 
-    async def _after_disconnect(
-        self, conn: SupervisedConnection, reason: DisconnectReason, error: BaseException | None
-    ) -> float | None:
-        """Account for the ended connection and call on_disconnect; the delay, or None."""
-        now = time.monotonic()
-        uptime = self._core.uptime(now)
-        delay = self._core.disconnected(reason, error, now)
-        if delay is None and not self._closing:
-            self._failures.append(
-                AttemptFailure(
-                    self._core.attempts - 1,
-                    conn.peer,
-                    error or ConnectionResetError("connection ended"),
-                )
-            )
-            self._notify()
-        logger.warning(
-            "connection to %s ended after %.3f s: %s%s",
-            self._label,
-            uptime,
-            reason,
-            "" if error is None else f" ({error!r})",
-        )
-        await self._call_hook("on_disconnect", self._on_disconnect, reason, error)
-        if delay is None:
-            self._log_give_up(error)
-        return delay
-
-    # -- waiting -----------------------------------------------------------------------------
-
-    async def _back_off(self, delay: float, error: BaseException | None) -> None:
-        """Call on_backoff and sleep ``delay`` seconds (cancelled by close())."""
-        await self._call_hook("on_backoff", self._on_backoff, delay, error)
-        self._check_open()
-        await asyncio.sleep(delay)
+    # -- helpers -----------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         """Raise CancelledError once closing. close() cancels the task, but a cancellation
@@ -804,29 +742,3 @@ class Supervisor:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    async def _call_hook(
-        self, field: str, hook: Callable[..., object] | None, *args: object
-    ) -> None:
-        if hook is None:
-            return
-        try:
-            await _call(hook, *args)
-        except Exception:
-            logger.exception("%s hook for %s raised", field, self._label)
-
-    def _log_give_up(self, error: BaseException | None) -> None:
-        stop = self._core.stop_reason
-        logger.error(
-            "giving up on %s after %d attempt(s) (%s); last error: %r",
-            self._label,
-            self._core.attempts,
-            "unknown" if stop is None else stop.value,
-            error,
-        )
-
-    def _failure(self) -> ConnectFailed:
-        """The error wait_connected raises once no connection will come."""
-        return self._core.failure(self._label, tuple(self._failures), closing=self._closing)

@@ -85,7 +85,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Literal, TextIO, TypeAlias, cast, overload
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal, TextIO, TypeAlias, cast, overload
 
 from typing_extensions import Buffer, Self
 
@@ -532,6 +532,10 @@ class MonitoredSocket:
         "_write_blocked_since",
     )
 
+    # A subclass may run without a heartbeat (heartbeat=None): then nothing is scheduled,
+    # pinged or filtered, and reads and writes go straight through (SupervisedSocket does).
+    _heartbeat_optional: ClassVar[bool] = False
+
     def __init__(
         self,
         sock: socket.socket,
@@ -543,10 +547,11 @@ class MonitoredSocket:
         on_dead: OnDead | None = None,
         keepalive: KeepaliveConfig | None = None,
     ) -> None:
-        if not isinstance(heartbeat, HeartbeatConfig):
+        plain = heartbeat is None and self._heartbeat_optional
+        if not plain and not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
         self._ping = check_ping(ping)
-        self._matcher = make_pong_matcher(pong, framing)
+        self._matcher = None if plain else make_pong_matcher(pong, framing)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType("on_dead", on_dead, "a callable (sock, error) or None")
         self._sock = _check_socket(sock)
@@ -558,7 +563,6 @@ class MonitoredSocket:
         if tls_errors is not None and sock.version() is None:  # type: ignore[attr-defined]
             sock.do_handshake()  # type: ignore[attr-defined]  # within the socket's timeout
         self._on_dead = on_dead
-        self._config = heartbeat
         self._label = _peer_label(sock)
         self._timeout: float | None = sock.gettimeout()
         sock.settimeout(0.0)
@@ -604,10 +608,18 @@ class MonitoredSocket:
         self._blocked_pings = 0
         # Scheduler bookkeeping, under its lock: the armed timer (a grid key) and the one weak
         # reference the scheduler holds (it unregisters the monitor when collected).
+        # (Without a heartbeat it is never registered: no callback.)
         self._timer_at: float | None = None
-        self._grid = timer_grid(heartbeat)
-        self._weak_self = weakref.ref(self, _monitor_collected)
+        self._grid = 0.0 if heartbeat is None else timer_grid(heartbeat)
+        self._weak_self = (
+            weakref.ref(self) if heartbeat is None else weakref.ref(self, _monitor_collected)
+        )
 
+        self._config: HeartbeatConfig | None = heartbeat
+        self._heartbeat: Heartbeat | None = None  # None: no heartbeat (see _heartbeat_optional)
+        if heartbeat is None:
+            self._stopped = True  # never monitored
+            return
         now = time.monotonic()
         self._heartbeat = Heartbeat(heartbeat, now)
         _SCHEDULER.register(self, now + heartbeat.interval)
@@ -622,22 +634,28 @@ class MonitoredSocket:
     @property
     def heartbeat(self) -> Heartbeat:
         """The heartbeat state machine: read its properties, never call its methods."""
-        return self._heartbeat
+        hb = self._heartbeat
+        assert hb is not None  # (only a SupervisedSocket runs without one; it says so)
+        return hb
 
     @property
     def config(self) -> HeartbeatConfig:
         """The heartbeat configuration."""
-        return self._config
+        config = self._config
+        assert config is not None  # (as for heartbeat)
+        return config
 
     @property
     def rtt(self) -> float | None:
         """Seconds from the last ping's write to the read of its pong, or ``None``."""
-        return self._heartbeat.rtt
+        hb = self._heartbeat
+        return None if hb is None else hb.rtt
 
     @property
     def srtt(self) -> float | None:
         """Smoothed RTT (RFC 6298), or ``None``."""
-        return self._heartbeat.srtt
+        hb = self._heartbeat
+        return None if hb is None else hb.srtt
 
     @property
     def dead(self) -> bool:
@@ -664,6 +682,18 @@ class MonitoredSocket:
         """A snapshot of the counters."""
         with self._state_lock:
             hb = self._heartbeat
+            if hb is None:  # no heartbeat: the byte counts only
+                return MonitorStats(
+                    pings_sent=0,
+                    pongs_received=0,
+                    bytes_received=self._bytes_received,
+                    bytes_sent=self._bytes_sent,
+                    stalls=0,
+                    unread_life=0,
+                    blocked_pings=0,
+                    rtt=None,
+                    srtt=None,
+                )
             return MonitorStats(
                 pings_sent=hb.pings_sent,
                 pongs_received=hb.pongs_received,
@@ -967,14 +997,15 @@ class MonitoredSocket:
                 self._stop_locked()
             # Pongs still owed would arrive after our close_notify, which TLS forbids: take
             # them first (application bytes read meanwhile wait in pending()).
-            while self._heartbeat.outstanding and self._matcher is not None:
+            hb = self._heartbeat
+            while hb is not None and hb.outstanding and self._matcher is not None:
                 with self._state_lock:
                     data = self._read_locked(_UNWRAP_READ, read_on=False)
                     if data:
                         self._inbox += data
                 if data == b"":
                     break
-                if data is None and self._heartbeat.outstanding:
+                if data is None and hb.outstanding:
                     self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
             while True:
                 with self._state_lock:
@@ -1125,7 +1156,9 @@ class MonitoredSocket:
                 if matcher is None:
                     data, pongs = chunk, 0
                 else:
-                    data, pongs = matcher.feed(chunk, self._heartbeat.outstanding)
+                    hb = self._heartbeat
+                    assert hb is not None  # (a matcher comes with a heartbeat)
+                    data, pongs = matcher.feed(chunk, hb.outstanding)
                 self._note_inbound_locked(len(chunk), pongs, time.monotonic())
                 if not data:  # only a pong (or part of one)
                     # (TLS may hold decrypted bytes that poll() cannot see: read on)
@@ -1163,6 +1196,8 @@ class MonitoredSocket:
     def _note_inbound_locked(self, count: int, pongs: int, now: float) -> None:
         hb = self._heartbeat
         self._bytes_received += count
+        if hb is None:  # no heartbeat: the bytes pass straight through
+            return
         hb.received(now, count, None if self._matcher is None else pongs)
         if pongs and logger.isEnabledFor(logging.DEBUG):
             logger.debug("pong from %s, rtt %s", self._label, hb.rtt)
@@ -1338,7 +1373,9 @@ class MonitoredSocket:
 
     def _ping_written_locked(self, record: _PendingPing, now: float) -> None:
         record.reported = True
-        self._heartbeat.ping_sent(now)
+        hb = self._heartbeat
+        assert hb is not None  # (pings come from a heartbeat)
+        hb.ping_sent(now)
         if record is self._open_record:
             self._request_open = False
             self._open_record = None
@@ -1350,9 +1387,9 @@ class MonitoredSocket:
     def _service(self) -> None:
         """Poll the heartbeat and act, then arm the next wake-up (scheduler thread)."""
         with self._state_lock:
-            if self._stopped:
+            hb, config = self._heartbeat, self._config
+            if self._stopped or hb is None or config is None:  # (never scheduled without)
                 return
-            hb = self._heartbeat
             now = time.monotonic()
             if hb.miss_possible(now):
                 if self._readers == 0 and self._matcher is not None and hb.outstanding:
@@ -1366,9 +1403,7 @@ class MonitoredSocket:
                 deadline = hb.deadline
                 action = hb.poll(now)
                 if hb.stalls != stalls and deadline is not None:
-                    logger.warning(
-                        "%s: %s", self._label, describe_stall(now - deadline, self._config)
-                    )
+                    logger.warning("%s: %s", self._label, describe_stall(now - deadline, config))
             else:  # a ping due, or an early wake-up: no miss, no stall possible
                 action = hb.poll(now)
             if isinstance(action, PeerDead):
@@ -1418,9 +1453,10 @@ class MonitoredSocket:
         (and for its ``select``). TLS cannot be peeked into: what is waiting is read and the
         application's bytes are kept for it (:meth:`pending`), at most ``_UNREAD_KEEP``.
         """
-        matcher = self._matcher
+        matcher, hb = self._matcher, self._heartbeat
         assert matcher is not None
-        outstanding = self._heartbeat.outstanding
+        assert hb is not None
+        outstanding = hb.outstanding
         try:
             if self._would_block is _WOULD_BLOCK:
                 leading = getattr(matcher, "leading_pongs", None)
@@ -1482,10 +1518,13 @@ class MonitoredSocket:
             self._open_record = record
             return False
         sent_at = time.monotonic()
-        self._heartbeat.ping_sent(sent_at)  # starts the ping's timeout window at sent_at
+        hb, config = self._heartbeat, self._config
+        assert hb is not None  # (scheduled with a heartbeat only)
+        assert config is not None
+        hb.ping_sent(sent_at)  # starts the ping's timeout window at sent_at
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("ping to %s", self._label)
-        config = self._config  # as _arm_locked would: the window's end, or an interval
+        # As _arm_locked would: the window's end, or an interval.
         _SCHEDULER.wake_at(self, sent_at + min(config.interval, config.timeout))
         return True
 
@@ -1497,11 +1536,17 @@ class MonitoredSocket:
         after that, so the reader never has to move the timer earlier (a call into the
         scheduler per pong); if nothing arrives, the early wake-up just re-arms.
         """
-        if self._heartbeat.ping_in_flight:
-            deadline = min(deadline, now + self._config.interval)
+        hb, config = self._heartbeat, self._config
+        assert hb is not None  # (scheduled with a heartbeat only)
+        assert config is not None
+        if hb.ping_in_flight:
+            deadline = min(deadline, now + config.interval)
         _SCHEDULER.wake_at(self, deadline)
 
     def _send_ping(self) -> float | None:
+        hb, config = self._heartbeat, self._config
+        assert hb is not None  # (scheduled with a heartbeat only)
+        assert config is not None
         with self._state_lock:
             busy = self._send_owner != 0 or self._tls_write_pending
             if not busy:
@@ -1515,9 +1560,9 @@ class MonitoredSocket:
                 self._queue_pings()
             except BaseException:  # user code; see _report_death
                 logger.exception(
-                    "ping() for %s failed; trying again in %g s", self._label, self._config.interval
+                    "ping() for %s failed; trying again in %g s", self._label, config.interval
                 )
-                return time.monotonic() + self._config.interval
+                return time.monotonic() + config.interval
             try:
                 done = self._write_pings(None, wait=False)
             except OSError as exc:
@@ -1531,7 +1576,7 @@ class MonitoredSocket:
         if not done:
             return self._ping_blocked()
         with self._state_lock:
-            return None if self._stopped else self._heartbeat.deadline
+            return None if self._stopped else hb.deadline
 
     def _queue_pings(self) -> None:
         """Make the bytes of the pings to write (send turn held): owed ones, then the request."""
@@ -1551,19 +1596,21 @@ class MonitoredSocket:
 
     def _ping_blocked(self) -> float | None:
         """The ping could not be written (yet): count it as sent if our writes are stuck."""
-        timeout = self._config.timeout
+        hb, config = self._heartbeat, self._config
+        assert hb is not None  # (scheduled with a heartbeat only)
+        assert config is not None
         with self._state_lock:
             if self._stopped:
                 return None
             now = time.monotonic()
-            retry = now + min(_PING_RETRY_CAP, timeout / 4)
+            retry = now + min(_PING_RETRY_CAP, config.timeout / 4)
             if not self._request_open:  # only owed or unfinished pings: keep trying
                 owed = self._pings_owed or self._ping_queue
-                return retry if owed else self._heartbeat.deadline
+                return retry if owed else hb.deadline
             blocked_since = self._write_blocked_since
-            if blocked_since is None or not self._heartbeat.ping_due:
+            if blocked_since is None or not hb.ping_due:
                 return retry
-            counts_at = self._heartbeat.ping_stuck(now, blocked_since)
+            counts_at = hb.ping_stuck(now, blocked_since)
             if counts_at is not None:
                 return min(retry, counts_at)
             stuck_for = now - blocked_since

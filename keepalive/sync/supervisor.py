@@ -23,8 +23,11 @@ One background thread per supervisor runs the loop of :mod:`keepalive.supervisio
     -> on_connect(conn) -> publish the connection -> ... it ends -> close it
     -> on_disconnect(reason, error) -> on_backoff(delay, error) -> wait -> connect again
 
-and a :class:`~keepalive.supervision.SupervisorCore` decides the delays, the give-up, and keeps
-the counters (:attr:`Supervisor.stats`). Decisions worth knowing:
+and a :class:`~keepalive.supervision.SupervisorCore` keeps the state, the counters
+(:attr:`Supervisor.stats`) and the failure log, decides the delays, the give-up and which
+hook fires when, and writes the log; this module does the I/O: the thread, the dial (that of
+:mod:`keepalive.dial`, made cancellable), TLS, ``on_connect``, the read-ahead and the waits.
+Decisions worth knowing:
 
 * **The supervisor thread reads the connection.** While a connection is published, the
   supervisor thread reads it continuously through the heartbeat wrapper and keeps what it
@@ -81,21 +84,27 @@ the counters (:attr:`Supervisor.stats`). Decisions worth knowing:
   raising ``RuntimeError`` soon after connecting makes a default policy give up). When the
   policy gives up, :attr:`Supervisor.state` is ``FAILED``, the thread ends, and
   :meth:`~Supervisor.wait_connected` raises :class:`~keepalive.errors.ConnectFailed`.
-* **Prompt close.** Every wait of the supervisor thread (backoff, connect, reading) is a
-  ``poll`` that includes a wake-up socket pair, and connects are non-blocking, so
+* **Prompt close.** Every wait of the supervisor thread (backoff, connect, TLS handshake,
+  reading) is a ``poll`` that includes a wake-up socket pair, and connects are non-blocking
+  (the dial of :mod:`keepalive.dial` waits for them through that poll), so
   :meth:`Supervisor.close` interrupts a backoff wait, a connect to a black hole (SYN never
   answered) or a read at once. It closes the live connection, then joins the thread (unless
   called from the supervisor or handler thread itself). Not interruptible: name resolution
   (``getaddrinfo``; use numeric addresses where that matters), a hook or handler that blocks
   on something other than the connection.
-* **Kernel keepalive** is configured (strict) on each socket before it connects, as by
-  :func:`keepalive.connect`; each attempt tries every address the name resolves to, each with
-  ``connect_timeout`` (default: the policy's). ``heartbeat=None`` runs no heartbeat (kernel
-  keepalive, end of stream and errors still end connections) and filters no pongs.
+* **Connecting** is :func:`keepalive.connect`'s dial, one attempt at a time: kernel
+  keepalive (strict) configured on each socket before it connects, every address the name
+  resolves to tried, each with ``connect_timeout`` (default: the policy's; also the TLS
+  handshake's bound). A keepalive setting this platform cannot honour is refused by the
+  constructor.
+* **Without a heartbeat** (``heartbeat=None``) a connection is a plain one: nothing is
+  pinged, scheduled or filtered (kernel keepalive, end of stream and errors still end
+  connections); see :class:`SupervisedSocket` for what its heartbeat read-outs say then.
 
-Logging goes to the ``keepalive.supervisor`` logger: DEBUG per attempt, INFO for connections
-made and failed attempts, WARNING for ended connections and failing ``on_connect`` or handlers,
-ERROR when giving up or when ``on_disconnect``/``on_backoff`` raise.
+Logging goes to the ``keepalive.supervisor`` logger (see :mod:`keepalive.supervision`):
+DEBUG per attempt, INFO for connections made and failed attempts, WARNING for ended
+connections and failing ``on_connect`` or handlers, ERROR when giving up or when
+``on_disconnect``/``on_backoff`` raise.
 """
 
 from __future__ import annotations
@@ -103,7 +112,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
-import logging
 import math
 import os
 import random
@@ -111,8 +119,7 @@ import select
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -120,20 +127,23 @@ from typing_extensions import Buffer, Self
 
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
-from keepalive.dial import AttemptFailure
-from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, InvalidSocket
-from keepalive.framing import Framing, PongMatcher, PongSource, pong_matcher_factory
-from keepalive.heartbeat import HeartbeatConfig, check_ping
+from keepalive.dial import _AttemptError, _dialer, _peer_address
+from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket
+from keepalive.framing import Framing, PongMatcher, PongSource
+from keepalive.heartbeat import Heartbeat, HeartbeatConfig
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
-from keepalive.sockets import configure
 from keepalive.supervision import (
+    AttemptFailure,
     DisconnectReason,
+    NextAttempt,
+    OnBackoff,
+    OnDisconnect,
     SupervisorCore,
+    SupervisorOptions,
     SupervisorState,
     SupervisorStats,
-    check_address,
-    check_callable,
     classify_disconnect,
+    ended_during_on_connect,
 )
 from keepalive.sync.connection import MonitoredSocket, PingSource
 
@@ -151,29 +161,11 @@ __all__ = [
 if TYPE_CHECKING:
     import ssl as ssl_module
 
-logger = logging.getLogger("keepalive.supervisor")
-logging.getLogger("keepalive").addHandler(logging.NullHandler())
-
 READ_BUFFER_LIMIT = 256 * 1024
 """Bytes the supervisor reads ahead of the application per connection before it stops reading."""
 
 _READ_CHUNK = 64 * 1024
-_FAILURES_KEPT = 64  # attempt failures of the current outage kept for ConnectFailed.attempts
-_NO_HEARTBEAT = HeartbeatConfig(interval=3600.0, timeout=3600.0)  # placeholder, stopped at once
-_IN_PROGRESS = frozenset(
-    code
-    for code in (
-        errno.EINPROGRESS,
-        errno.EWOULDBLOCK,
-        errno.EAGAIN,
-        errno.EALREADY,
-        errno.EINTR,
-        getattr(errno, "WSAEWOULDBLOCK", None),
-    )
-    if code is not None
-)
 _HAVE_POLL = hasattr(select, "poll")
-# ConnectFailed.reason when the policy gave up ("failed": the supervisor thread itself failed)
 _EAGAIN_MESSAGE = os.strerror(errno.EAGAIN)
 
 
@@ -281,7 +273,14 @@ class SupervisedSocket(MonitoredSocket):
     :meth:`pending` counts buffered bytes; :meth:`close` ends the connection and makes the
     supervisor open a new one. :attr:`disconnect_reason` tells whether, and why, it ended.
     Created by :class:`Supervisor` only.
+
+    Without a heartbeat (``heartbeat=None``) it is a plain connection: nothing is pinged,
+    scheduled or filtered, reads and writes go straight through, :attr:`heartbeat` and
+    :attr:`config` are ``None``, :attr:`monitoring` is False, :attr:`rtt`/:attr:`srtt` are
+    ``None``, and :attr:`stats` counts bytes only (pings, pongs, stalls: 0).
     """
+
+    _heartbeat_optional = True
 
     def __init__(
         self,
@@ -299,19 +298,29 @@ class SupervisedSocket(MonitoredSocket):
         self._buffered = False  # direct reads (on_connect) until the supervisor reads ahead
         self._end: tuple[DisconnectReason, BaseException | None] | None = None
         self._closed_by_application = False
-        self._peer_address = _peer(sock)
+        self._peer_address = _peer_address(sock)
         super().__init__(
             sock,
-            heartbeat=_NO_HEARTBEAT if heartbeat is None else heartbeat,
+            heartbeat=heartbeat,  # type: ignore[arg-type]  # None: none (_heartbeat_optional)
             ping=ping,
-            pong=None if heartbeat is None else pong,
+            pong=pong,
             on_dead=_heartbeat_died,
         )
-        if heartbeat is None:
-            # monitor() has no "no heartbeat" mode: stop it before its first deadline.
-            self._stop_quietly()
 
     # -- read-outs ---------------------------------------------------------------------------
+
+    # A supervised connection may run without a heartbeat, which a socket from monitor()
+    # never does: hence the wider types.
+    @property
+    def heartbeat(self) -> Heartbeat | None:  # type: ignore[override]
+        """The heartbeat state machine (read its properties, never call its methods), or
+        ``None`` without a heartbeat."""
+        return self._heartbeat
+
+    @property
+    def config(self) -> HeartbeatConfig | None:  # type: ignore[override]
+        """The heartbeat configuration, or ``None`` without a heartbeat."""
+        return self._config
 
     @property
     def disconnect_reason(self) -> DisconnectReason | None:
@@ -337,7 +346,7 @@ class SupervisedSocket(MonitoredSocket):
         side, ``TimeoutError``/``BlockingIOError`` per :meth:`settimeout`."""
         if not self._buffered:
             return super().recv(bufsize, flags)
-        limit = _check_read(bufsize, flags)
+        limit = self._check_read(bufsize, flags)
         if limit == 0:
             return b""
         with self._reading:
@@ -360,7 +369,7 @@ class SupervisedSocket(MonitoredSocket):
                 raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
             if nbytes > len(view):
                 raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
-            limit = _check_read(nbytes or len(view), flags)
+            limit = self._check_read(nbytes or len(view), flags)
             if limit == 0:
                 return 0
             with self._reading:
@@ -469,12 +478,6 @@ class SupervisedSocket(MonitoredSocket):
 OnConnect: TypeAlias = Callable[[SupervisedSocket], object]
 """``on_connect(conn)``: runs before a new connection is published; raising fails the attempt."""
 
-OnDisconnect: TypeAlias = Callable[[DisconnectReason, BaseException | None], object]
-"""``on_disconnect(reason, error)``: a published connection ended (``error`` None: no error)."""
-
-OnBackoff: TypeAlias = Callable[[float, BaseException | None], object]
-"""``on_backoff(delay, error)``: the supervisor waits ``delay`` seconds before the next attempt."""
-
 Handler: TypeAlias = Callable[[SupervisedSocket], object]
 """``handler(conn)``: serves one connection on its own thread; returning ends the connection."""
 
@@ -490,16 +493,6 @@ def _heartbeat_died(sock: MonitoredSocket, error: BaseException) -> None:
         if held:
             sock._feed(held)
         sock._end_with(DisconnectReason.HEARTBEAT_TIMEOUT, error)
-
-
-def _check_read(bufsize: object, flags: object) -> int:
-    if flags != 0:
-        raise InvalidSetting("flags", flags, "0 (flags are not supported on a monitored socket)")
-    if isinstance(bufsize, bool) or not isinstance(bufsize, int):
-        raise InvalidSettingType("bufsize", bufsize, "a whole number >= 0")
-    if bufsize < 0:
-        raise InvalidSetting("bufsize", bufsize, "a whole number >= 0")
-    return bufsize
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +517,9 @@ class Supervisor:
     handshake bounded by ``connect_timeout`` and interrupted by :meth:`close`, before
     ``on_connect``; pings and pongs travel inside TLS, as with :mod:`keepalive.aio`.
 
-    Use as a context manager, or :meth:`start` then :meth:`close`. Thread-safe.
+    Every argument is checked here (a kernel keepalive setting this platform cannot honour
+    included), before anything connects. Use as a context manager, or :meth:`start` then
+    :meth:`close`. Thread-safe.
     """
 
     def __init__(
@@ -549,56 +544,44 @@ class Supervisor:
         ssl: ssl_module.SSLContext | None = None,
         server_hostname: str | None = None,
     ) -> None:
-        self._address = check_address(address)
-        if ssl is not None:
-            import ssl as ssl_module  # noqa: PLC0415 - only for TLS users
-
-            if not isinstance(ssl, ssl_module.SSLContext):
-                raise InvalidSettingType("ssl", ssl, "an ssl.SSLContext or None")
-        if server_hostname is not None and not isinstance(server_hostname, str):
-            raise InvalidSettingType("server_hostname", server_hostname, "a string or None")
-        self._ssl = ssl
-        self._server_hostname = self._address[0] if server_hostname is None else server_hostname
-        if keepalive is not None and not isinstance(keepalive, KeepaliveConfig):
-            raise InvalidSettingType("keepalive", keepalive, "a KeepaliveConfig or None")
-        if heartbeat is not None and not isinstance(heartbeat, HeartbeatConfig):
-            raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig or None")
-        check_ping(ping)
-        self._new_matcher = pong_matcher_factory(pong, framing, pong_matcher)
-        if not isinstance(retry, RetryPolicy):
-            raise InvalidSettingType("retry", retry, "a retry policy such as keepalive.Backoff()")
-        if rng is not None and not isinstance(rng, random.Random):
-            raise InvalidSettingType("rng", rng, "a random.Random instance or None")
-        if name is not None and not isinstance(name, str):
-            raise InvalidSettingType("name", name, "a string or None")
-        check_callable("on_connect", on_connect, "(conn)")
-        check_callable("on_disconnect", on_disconnect, "(reason, error)")
-        check_callable("on_backoff", on_backoff, "(delay, error)")
-        check_callable("handler", handler, "(conn)")
-        self._connect_timeout = (
-            retry.connect_timeout
-            if connect_timeout is None
-            else positive_seconds("connect_timeout", connect_timeout)
+        self._options = options = SupervisorOptions.check(
+            address,
+            heartbeat=heartbeat,
+            ping=ping,
+            pong=pong,
+            framing=framing,
+            pong_matcher=pong_matcher,
+            retry=retry,
+            healthy_after=healthy_after,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            on_backoff=on_backoff,
+            handler=handler,
+            handler_shape="(conn)",
+            rng=rng,
+            name=name,
+            ssl=ssl,
+            server_hostname=server_hostname,
         )
-        self._keepalive = keepalive
-        self._heartbeat = heartbeat
-        self._ping = ping
-        self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
-        self._on_backoff = on_backoff
-        self._handler = handler
-        self._label = name if name is not None else f"{self._address[0]}:{self._address[1]}"
-
+        self._dialer = _dialer(
+            options.address,
+            keepalive=keepalive,
+            retry=options.retry,
+            connect_timeout=connect_timeout,
+        )
+        self._label = options.label
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a connection came or went, or the end
-        self._core = SupervisorCore(retry, healthy_after=healthy_after, rng=rng)
-        self._failures: deque[AttemptFailure] = deque(maxlen=_FAILURES_KEPT)
-        self._closing = False
+        self._core = SupervisorCore.for_options(options)
         self._waker: _Waker | None = None
         self._thread: threading.Thread | None = None
         self._handler_thread: threading.Thread | None = None
         self._live: SupervisedSocket | None = None  # exists: in on_connect, or published
         self._current: SupervisedSocket | None = None  # published to the application
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -627,17 +610,15 @@ class Supervisor:
         backoff wait or connect, and wait for the supervisor thread to finish (not when
         called from the supervisor or handler thread: then it ends right after). Idempotent."""
         with self._lock:
-            first = not self._closing
+            first = self._core.closed(time.monotonic())
             if first:
-                self._closing = True
-                self._core.closed(time.monotonic())
                 self._changed.notify_all()
             waker = self._waker
             live = self._live
             thread = self._thread
             handler_thread = self._handler_thread
         if first:
-            logger.debug("closing the supervisor for %s", self._label)
+            self._core.log_closing()
         if waker is not None:
             waker.wake()
         if live is not None:
@@ -664,7 +645,7 @@ class Supervisor:
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the supervisor connects to."""
-        return self._address
+        return self._options.address
 
     @property
     def connection(self) -> SupervisedSocket | None:
@@ -688,8 +669,8 @@ class Supervisor:
                 current = self._current
                 if current is not None and current._end is None:
                     return current  # (an ended one is about to be replaced: wait for that)
-                if self._closing or self._core.state is SupervisorState.FAILED:
-                    raise self._failure_locked()
+                if self._core.finished:
+                    raise self._core.failure()
                 if self._thread is None:
                     raise RuntimeError(f"supervisor for {self._label} is not started")
                 if deadline is None:
@@ -727,11 +708,9 @@ class Supervisor:
         try:
             self._supervise()
         except BaseException as exc:  # a bug here: do not leave waiters hanging
-            logger.exception("the supervisor for %s failed", self._label)
+            self._core.log_crashed(exc)
             with self._lock:
-                self._core.last_error = exc
-                if self._core.state is not SupervisorState.CLOSED:
-                    self._core.state = SupervisorState.FAILED
+                self._core.crashed(exc)
         finally:
             with self._lock:
                 live, self._live, self._current = self._live, None, None
@@ -747,49 +726,68 @@ class Supervisor:
             outcome = self._attempt()
             if outcome is None:  # closed
                 return
-            if isinstance(outcome, BaseException):
-                if not self._after_failed_attempt(outcome):
-                    return
-                continue
-            reason, error = self._serve(outcome)
-            if not self._after_disconnect(outcome, reason, error):
+            if isinstance(outcome, SupervisedSocket):
+                reason, error = self._serve(outcome)
+                with self._lock:
+                    outcome = self._core.disconnected(
+                        reason, error, time.monotonic(), peer=outcome._peer_address
+                    )
+                    if outcome.delay is None:
+                        self._changed.notify_all()
+            if not self._follow(outcome):
                 return
+
+    def _follow(self, step: NextAttempt) -> bool:
+        """Call the hooks due after ``step`` and wait for the next attempt; False to stop."""
+        for name, hook, args in self._core.hook_calls(step):
+            try:
+                hook(*args)
+            except Exception as exc:
+                self._core.hook_raised(name, exc)
+        return step.delay is not None and self._wait(step.delay)
 
     # -- connecting --------------------------------------------------------------------------
 
-    def _attempt(self) -> SupervisedSocket | BaseException | None:
-        """One attempt: the published connection, the error that failed it, or None if closed."""
+    def _attempt(self) -> SupervisedSocket | NextAttempt | None:
+        """One attempt: the published connection, the core's answer to its failure, or None
+        once closed."""
         with self._lock:
-            if self._closing:
-                return None
-            self._core.attempt_started(time.monotonic())
-            attempt = self._core.attempts - 1
-        logger.debug("connecting to %s (attempt %d)", self._label, attempt + 1)
+            attempt = self._core.attempt_started(time.monotonic())
+        if attempt is None:
+            return None
+        self._core.log_attempt(attempt)
         try:
-            raw = self._dial(attempt)
-            if self._ssl is not None:
-                raw = self._start_tls(raw, self._ssl, attempt)
+            raw = self._dialer.attempt(attempt, wait=self._wait_writable)
         except _Cancelled:
             return None
-        except Exception as exc:
-            return exc
+        except _AttemptError as exc:
+            return self._failed(exc.last, failures=exc.failures)
+        except Exception as exc:  # e.g. configuring keepalive failed
+            return self._failed(exc)
+        peer = _peer_address(raw)
         try:
+            if self._options.ssl is not None:
+                raw = self._start_tls(raw, self._options.ssl)
             conn = SupervisedSocket(
                 raw,
-                heartbeat=self._heartbeat,
-                ping=self._ping,
-                pong=self._new_matcher(),
+                heartbeat=self._options.heartbeat,
+                ping=self._options.ping,
+                pong=self._options.new_matcher(),
                 wake=self._wake,
             )
+        except _Cancelled:
+            raw.close()
+            return None
         except InvalidSocket as exc:
             # Reset between the connect and the heartbeat's start (not connected any more):
             # a connection failure the retry policy judges as such, not a bad argument.
             raw.close()
-            return ConnectionResetError(errno.ECONNRESET, f"the connection ended at once: {exc}")
+            reset = ConnectionResetError(errno.ECONNRESET, f"the connection ended at once: {exc}")
+            return self._failed(reset, address=peer)
         except BaseException as exc:
             raw.close()
             if isinstance(exc, Exception):
-                return exc
+                return self._failed(exc, address=peer)
             raise
         with self._lock:
             closing = self._closing
@@ -799,22 +797,18 @@ class Supervisor:
             conn._retire()
             return None
         try:
-            if self._on_connect is not None:
-                self._on_connect(conn)
-            end = conn._end
-            if end is not None:
-                raise ConnectionAbortedError(
-                    f"the connection ended during on_connect ({end[0]})"
-                ) from end[1]
+            if self._options.on_connect is not None:
+                self._options.on_connect(conn)
+            if conn._end is not None:
+                raise ended_during_on_connect(*conn._end)
         except Exception as exc:
             conn._retire()
             with self._lock:
                 self._live = None
-                if self._closing:
-                    return None
-                self._failures.append(AttemptFailure(attempt, conn._peer_address, exc))
-            logger.warning("on_connect for %s failed: %r", self._label, exc, exc_info=exc)
-            return exc
+            if self._closing:
+                return None
+            self._core.log_on_connect_failed(exc)
+            return self._failed(exc, address=peer)
         except BaseException:
             conn._retire()
             raise
@@ -826,65 +820,55 @@ class Supervisor:
                 conn._buffered = True  # from now on the supervisor reads ahead
                 self._core.connected(time.monotonic())
                 self._current = conn
-                self._failures.clear()
                 self._changed.notify_all()
-                connects = self._core.connects
         if closing:
             conn._retire()
             return None
-        logger.info(
-            "connected to %s (attempt %d, connection %d)", self._label, attempt + 1, connects
-        )
+        self._core.log_connected(attempt)
         return conn
 
-    def _dial(self, attempt: int) -> socket.socket:
-        """A connected, blocking socket with keepalive set; every resolved address in turn."""
-        host, port = self._address
-        try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except OSError as exc:
-            self._note_failure(AttemptFailure(attempt, None, exc))
-            raise
-        last: OSError | None = None
-        for family, _kind, _proto, _name, sockaddr in infos:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                if self._keepalive is not None:
-                    configure(sock, self._keepalive)  # before the SYN: no window without it
-                self._connect_socket(sock, sockaddr)
-            except OSError as exc:
-                sock.close()
-                self._note_failure(AttemptFailure(attempt, tuple(sockaddr), exc))
-                last = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        if last is None:
-            last = OSError(f"{host} resolved to no address")
-            self._note_failure(AttemptFailure(attempt, None, last))
-        raise last
+    def _failed(
+        self,
+        error: BaseException,
+        *,
+        failures: Sequence[AttemptFailure] = (),
+        address: tuple[Any, ...] | None = None,
+    ) -> NextAttempt:
+        """Tell the core the attempt failed; its answer."""
+        with self._lock:
+            step = self._core.attempt_failed(
+                error, time.monotonic(), failures=failures, address=address
+            )
+            if step.delay is None:
+                self._changed.notify_all()
+        return step
 
-    def _start_tls(
-        self, sock: socket.socket, context: ssl_module.SSLContext, attempt: int
-    ) -> socket.socket:
-        """TLS on the connected ``sock``: a non-blocking handshake in polls close() can wake."""
+    def _wait_writable(self, sock: socket.socket, timeout: float) -> bool:
+        """The dial's wait for a connecting ``sock``, in a poll that close() can wake."""
+        assert self._waker is not None
+        if self._closing:
+            raise _Cancelled
+        ready = self._waker.wait(sock, write=True, timeout=timeout)
+        if self._closing:
+            raise _Cancelled
+        return ready
+
+    def _start_tls(self, sock: socket.socket, context: ssl_module.SSLContext) -> socket.socket:
+        """TLS on the connected ``sock``: a non-blocking handshake in polls close() can wake,
+        within the connect timeout. Closes ``sock`` on failure."""
         import ssl as ssl_module  # noqa: PLC0415 - only for TLS users
 
-        peer = _peer(sock)
         try:
             tls = context.wrap_socket(
-                sock, server_hostname=self._server_hostname, do_handshake_on_connect=False
+                sock, server_hostname=self._options.server_hostname, do_handshake_on_connect=False
             )
-        except BaseException as exc:
+        except BaseException:
             sock.close()
-            if isinstance(exc, Exception):
-                self._note_failure(AttemptFailure(attempt, peer, exc))
             raise
+        timeout = self._dialer.timeout
         try:
             tls.setblocking(False)
-            deadline = time.monotonic() + self._connect_timeout
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     tls.do_handshake()
@@ -898,77 +882,25 @@ class Supervisor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
-                        errno.ETIMEDOUT,
-                        f"TLS handshake timed out after {self._connect_timeout:g} s",
+                        errno.ETIMEDOUT, f"TLS handshake timed out after {timeout:g} s"
                     )
                 assert self._waker is not None
                 self._waker.wait(tls, write=write, timeout=remaining)
             tls.setblocking(True)
-        except BaseException as exc:
+        except BaseException:
             tls.close()
-            if isinstance(exc, Exception) and not isinstance(exc, _Cancelled):
-                self._note_failure(AttemptFailure(attempt, peer, exc))
             raise
         return tls
-
-    def _connect_socket(self, sock: socket.socket, sockaddr: Any) -> None:
-        """A non-blocking connect, waited for in a poll that close() can wake."""
-        sock.setblocking(False)
-        code = sock.connect_ex(sockaddr)
-        if code in _IN_PROGRESS:
-            deadline = time.monotonic() + self._connect_timeout
-            while True:
-                if self._closing:
-                    raise _Cancelled
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        errno.ETIMEDOUT, f"connect timed out after {self._connect_timeout:g} s"
-                    )
-                assert self._waker is not None
-                if self._waker.wait(sock, write=True, timeout=remaining):
-                    break
-            if self._closing:
-                raise _Cancelled
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            raise OSError(code, os.strerror(code))
-        sock.setblocking(True)
-
-    def _note_failure(self, failure: AttemptFailure) -> None:
-        with self._lock:
-            self._failures.append(failure)
-
-    def _after_failed_attempt(self, error: BaseException) -> bool:
-        """Record a failed attempt and wait; False when the supervisor stops."""
-        with self._lock:
-            if self._closing:
-                return False
-            delay = self._core.attempt_failed(error, time.monotonic())
-            attempts = self._core.attempts
-            if delay is None:
-                self._changed.notify_all()
-        if delay is None:
-            self._log_give_up(error)
-            return False
-        logger.info(
-            "attempt %d to connect to %s failed (%s); retrying in %.3f s",
-            attempts,
-            self._label,
-            error,
-            delay,
-        )
-        return self._back_off(delay, error)
 
     # -- connected ---------------------------------------------------------------------------
 
     def _serve(self, conn: SupervisedSocket) -> tuple[DisconnectReason, BaseException | None]:
         """Read ahead until the connection ends; then close it and join its handler."""
         handler_thread = None
-        if self._handler is not None:
+        if self._options.handler is not None:
             handler_thread = threading.Thread(
                 target=self._run_handler,
-                args=(self._handler, conn),
+                args=(self._options.handler, conn),
                 name=f"keepalive-handler:{self._label}",
                 daemon=True,
             )
@@ -1023,52 +955,15 @@ class Supervisor:
             handler(conn)
         except BaseException as exc:  # ends this connection; the supervisor decides what next
             if conn._end is None and not self._closing:
-                logger.warning("handler for %s raised %r", self._label, exc, exc_info=exc)
+                self._core.log_handler_raised(exc)
             conn._end_with(classify_disconnect(exc), exc)
         else:
             conn._end_with(DisconnectReason.CLOSED, None)
 
-    def _after_disconnect(
-        self, conn: SupervisedSocket, reason: DisconnectReason, error: BaseException | None
-    ) -> bool:
-        """Account for the ended connection, call the hooks and wait; False to stop."""
-        with self._lock:
-            uptime = self._core.uptime(time.monotonic())
-            delay = self._core.disconnected(reason, error, time.monotonic())
-            closing = self._closing
-            if delay is None and not closing:
-                self._failures.append(
-                    AttemptFailure(
-                        self._core.attempts - 1,
-                        conn._peer_address,
-                        error or ConnectionResetError("connection ended"),
-                    )
-                )
-                self._changed.notify_all()
-        if closing:
-            logger.info("connection to %s closed", self._label)
-        else:
-            logger.warning(
-                "connection to %s ended after %.3f s: %s%s",
-                self._label,
-                uptime,
-                reason,
-                "" if error is None else f" ({error!r})",
-            )
-        self._call_hook("on_disconnect", self._on_disconnect, reason, error)
-        if delay is None:
-            if not closing:
-                self._log_give_up(error)
-            return False
-        return self._back_off(delay, error)
-
     # -- waiting -----------------------------------------------------------------------------
 
-    def _back_off(self, delay: float, error: BaseException | None) -> bool:
-        """Call on_backoff and wait ``delay`` seconds; False when closed meanwhile."""
-        if self._closing:  # e.g. by on_disconnect
-            return False
-        self._call_hook("on_backoff", self._on_backoff, delay, error)
+    def _wait(self, delay: float) -> bool:
+        """Wait ``delay`` seconds before the next attempt; False when closed meanwhile."""
         assert self._waker is not None
         deadline = time.monotonic() + delay
         while not self._closing:
@@ -1082,37 +977,3 @@ class Supervisor:
         waker = self._waker
         if waker is not None:
             waker.wake()
-
-    # -- helpers -----------------------------------------------------------------------------
-
-    def _call_hook(self, field: str, hook: Callable[..., object] | None, *args: object) -> None:
-        if hook is None:
-            return
-        try:
-            hook(*args)
-        except Exception:
-            logger.exception("%s hook for %s raised", field, self._label)
-
-    def _log_give_up(self, error: BaseException | None) -> None:
-        with self._lock:
-            stop = self._core.stop_reason
-            attempts = self._core.attempts
-        logger.error(
-            "giving up on %s after %d attempt(s) (%s); last error: %r",
-            self._label,
-            attempts,
-            "unknown" if stop is None else stop.value,
-            error,
-        )
-
-    def _failure_locked(self) -> ConnectFailed:
-        """The error wait_connected raises once no connection will come (lock held)."""
-        return self._core.failure(self._label, tuple(self._failures), closing=self._closing)
-
-
-def _peer(sock: socket.socket) -> tuple[Any, ...] | None:
-    try:
-        peer = sock.getpeername()
-    except OSError:
-        return None
-    return tuple(peer) if isinstance(peer, tuple) else None
