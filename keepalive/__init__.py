@@ -8,6 +8,9 @@ Three layers, each usable alone:
    (:mod:`keepalive.sync`, :mod:`keepalive.aio`);
 3. reconnect policies and supervised connections (:mod:`keepalive.reconnect`).
 
+Process-wide: :func:`install` gives every outbound TCP connection of the process kernel
+keepalive, for libraries that offer no hook (:mod:`keepalive.installer`).
+
 ``import keepalive`` stays light: names are loaded on first use (PEP 562), and neither
 asyncio nor psutil is ever imported by it.
 """
@@ -47,6 +50,9 @@ _EXPORTS: dict[str, str] = {
     "Backoff": "keepalive.reconnect",
     "connect": "keepalive.dial",
     "connect_async": "keepalive.dial",
+    "install": "keepalive.installer",
+    "installed": "keepalive.installer",
+    "uninstall": "keepalive.installer",
 }
 _SUBMODULES = frozenset(
     {
@@ -54,6 +60,7 @@ _SUBMODULES = frozenset(
         "diagnostics",
         "dial",
         "heartbeat",
+        "installer",
         "integrations",
         "platforms",
         "reconnect",
@@ -86,8 +93,11 @@ __all__ = [
     "connect",
     "connect_async",
     "inspect",
+    "install",
+    "installed",
     "socket_options",
     "system_defaults",
+    "uninstall",
 ]
 
 if TYPE_CHECKING:
@@ -106,6 +116,7 @@ if TYPE_CHECKING:
         UnsupportedOption,
     )
     from keepalive.heartbeat import HeartbeatConfig
+    from keepalive.installer import install, installed, uninstall
     from keepalive.platforms import Platform, SettingResult, Status
     from keepalive.reconnect import Backoff
     from keepalive.sockets import Applied, KeepaliveState, configure, inspect, socket_options

@@ -33,14 +33,25 @@ import pytest
 
 __all__ = [
     "REQUIRE_ENV",
+    "AmqpServer",
     "HttpServer",
+    "NatsServer",
     "PostgresServer",
     "RedisServer",
+    "S3Server",
+    "SmtpServer",
+    "SshServer",
     "client_sockets_to",
+    "elasticsearch_standin",
     "http_server",
+    "moto_s3_server",
+    "nats_server",
     "postgres_server",
+    "rabbitmq_server",
     "redis_server",
     "require_module",
+    "smtp_server",
+    "sshd_server",
     "unavailable",
 ]
 
@@ -315,3 +326,284 @@ def _start_postgres(
             )
         return
     pytest.fail(f"PostgreSQL did not start: {last_error}")
+
+
+# -- more servers, for keepalive.installer's tests -----------------------------------------------
+# NATS (Debian package nats-server), OpenSSH (openssh-server), RabbitMQ (rabbitmq-server),
+# an S3 endpoint (Python package moto), SMTP (aiosmtpd), and an HTTP stand-in answering as
+# Elasticsearch does. Each on 127.0.0.1 only, files in a fresh temporary directory.
+
+
+def _system_binary(name: str, package: str) -> str:
+    found = shutil.which(name) or next(
+        (path for path in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(path, os.X_OK)),
+        None,
+    )
+    if found is None:
+        unavailable(f"{name} is not installed (Debian package {package})")
+    return found
+
+
+def _wait_for_banner(
+    port: int, process: subprocess.Popen[bytes], banner: bytes, *, send: bytes = b""
+) -> bool:
+    """Poll 127.0.0.1:``port`` until it answers ``send`` with bytes starting with ``banner``."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                if send:
+                    sock.sendall(send)
+                if sock.recv(64).startswith(banner):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@dataclass
+class NatsServer:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def nats_server() -> Iterator[NatsServer]:
+    """``nats-server`` on 127.0.0.1 and a free port (no monitoring port, no cluster)."""
+    binary = _system_binary("nats-server", "nats-server")
+    for _attempt in range(START_ATTEMPTS):
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            if _wait_for_banner(port, process, b"INFO "):
+                yield NatsServer(port)
+                return
+        finally:
+            _stop(process)
+    pytest.fail("nats-server did not start")
+
+
+@dataclass
+class SshServer:
+    port: int
+    user: str
+    key_file: str  # the client's private key (ed25519, OpenSSH format)
+
+
+@contextlib.contextmanager
+def sshd_server() -> Iterator[SshServer]:
+    """OpenSSH's ``sshd`` on 127.0.0.1 and a free port, accepting one fresh key for the user
+    running the tests (root in CI; sshd refuses other users' logins when not run as root)."""
+    sshd = _system_binary("sshd", "openssh-server")
+    keygen = _system_binary("ssh-keygen", "openssh-client")
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() == 0:
+        # Privilege separation needs this directory (systemd's tmpfiles makes it at boot).
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="keepalive-sshd-") as workdir:
+        host_key, client_key = os.path.join(workdir, "host"), os.path.join(workdir, "client")
+        for path in (host_key, client_key):
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", "", "-f", path],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        authorized = os.path.join(workdir, "authorized_keys")
+        shutil.copy(client_key + ".pub", authorized)
+        last_error = ""
+        for _attempt in range(START_ATTEMPTS):
+            port = free_port()
+            config = os.path.join(workdir, "sshd_config")
+            Path(config).write_text(
+                f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"PidFile {workdir}/sshd.pid\nAuthorizedKeysFile {authorized}\n"
+                "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                "LogLevel ERROR\n"
+            )
+            process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", config],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                if _wait_for_banner(port, process, b"SSH-2.0-"):
+                    yield SshServer(port, user, client_key)
+                    return
+            finally:
+                _stop(process)
+            assert process.stderr is not None
+            last_error = process.stderr.read().decode(errors="replace")[-500:]
+        pytest.fail(f"sshd did not start: {last_error}")
+
+
+@dataclass
+class AmqpServer:
+    port: int
+
+
+_AMQP_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1: the broker answers with Connection.Start
+
+
+@contextlib.contextmanager
+def rabbitmq_server() -> Iterator[AmqpServer]:
+    """RabbitMQ on 127.0.0.1 and a free port, with an ``epmd`` of its own (also on loopback,
+    on a free port, stopped with it: the system one would outlive the test), no plugins,
+    and no DNS look-up (a resolver that cannot be reached costs Erlang seconds)."""
+    server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.access(server, os.X_OK):
+        unavailable("RabbitMQ is not installed (Debian package rabbitmq-server)")
+    epmd = _system_binary("epmd", "erlang-base")
+    with tempfile.TemporaryDirectory(prefix="keepalive-rabbitmq-") as workdir:
+        Path(workdir, "enabled_plugins").write_text("[].\n")
+        Path(workdir, "inetrc").write_text('{lookup, [file]}.\n{hosts_file, "/etc/hosts"}.\n')
+        last_error = ""
+        for attempt in range(START_ATTEMPTS):
+            epmd_port, port, dist_port = free_port(), free_port(), free_port()
+            Path(workdir, "rabbitmq.conf").write_text(
+                f"listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n"
+            )
+            env = dict(
+                os.environ,
+                HOME=workdir,
+                ERL_EPMD_PORT=str(epmd_port),
+                ERL_INETRC=os.path.join(workdir, "inetrc"),
+                RABBITMQ_NODENAME=f"keepalive{os.getpid()}x{attempt}@localhost",
+                RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+                RABBITMQ_NODE_PORT=str(port),
+                RABBITMQ_DIST_PORT=str(dist_port),
+                RABBITMQ_MNESIA_BASE=os.path.join(workdir, "mnesia"),
+                RABBITMQ_LOG_BASE=os.path.join(workdir, "log"),
+                RABBITMQ_LOGS="-",
+                RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(workdir, "enabled_plugins"),
+                RABBITMQ_CONFIG_FILE=os.path.join(workdir, "rabbitmq"),
+                RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            )
+            name_server = subprocess.Popen(
+                [epmd, "-port", str(epmd_port), "-address", "127.0.0.1"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            log = open(os.path.join(workdir, "server.log"), "wb")  # noqa: SIM115
+            # Its own session: stopping the group stops the Erlang VM and its helpers too.
+            process = subprocess.Popen(
+                [server], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            try:
+                if _wait_for_banner(port, process, b"\x01", send=_AMQP_HEADER):
+                    yield AmqpServer(port)
+                    return
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 15)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, 9)
+                    process.wait()
+                _stop(name_server)
+                log.close()
+            last_error = Path(workdir, "server.log").read_text(errors="replace")[-1000:]
+        pytest.fail(f"rabbitmq-server did not start: {last_error}")
+
+
+@dataclass
+class S3Server:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def moto_s3_server() -> Iterator[S3Server]:
+    """moto's server (an S3 endpoint, among others) in a thread, on 127.0.0.1."""
+    moto_server = require_module("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        yield S3Server(int(server.get_host_and_port()[1]))
+    finally:
+        server.stop()
+
+
+@dataclass
+class SmtpServer:
+    port: int
+    messages: list[bytes]
+
+
+@contextlib.contextmanager
+def smtp_server() -> Iterator[SmtpServer]:
+    """aiosmtpd on 127.0.0.1 and a free port, keeping every message it receives."""
+    controller_module = require_module("aiosmtpd.controller")
+    received: list[bytes] = []
+
+    class Keep:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            received.append(getattr(envelope, "content", b""))
+            return "250 OK"
+
+    for _attempt in range(START_ATTEMPTS):
+        port = free_port()
+        controller = controller_module.Controller(Keep(), hostname="127.0.0.1", port=port)
+        try:
+            controller.start()
+        except (OSError, RuntimeError):
+            continue
+        try:
+            yield SmtpServer(port, received)
+            return
+        finally:
+            controller.stop()
+    pytest.fail("aiosmtpd did not start")
+
+
+class _ElasticsearchHandler(_OkHandler):
+    """What an Elasticsearch 9 node answers to ``GET /`` (the client's info() and its product
+    check), with the product header the official clients require."""
+
+    INFO = (
+        b'{"name": "standin", "cluster_name": "keepalive",'
+        b' "cluster_uuid": "AAAAAAAAAAAAAAAAAAAAAA",'
+        b' "version": {"number": "9.1.0", "build_flavor": "default", "build_type": "deb",'
+        b' "lucene_version": "10.2.2", "minimum_wire_compatibility_version": "8.19.0",'
+        b' "minimum_index_compatibility_version": "8.0.0"}, "tagline": "You Know, for Search"}'
+    )
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Elastic-Product", "Elasticsearch")
+        self.send_header("Content-Length", str(len(self.INFO)))
+        self.end_headers()
+        self.wfile.write(self.INFO)
+
+    do_HEAD = do_GET
+
+
+@contextlib.contextmanager
+def elasticsearch_standin() -> Iterator[HttpServer]:
+    """An HTTP/1.1 server on 127.0.0.1 answering every GET as an Elasticsearch node's root."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ElasticsearchHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    try:
+        yield HttpServer(int(server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -176,7 +176,7 @@ def test_importing_the_cli_stays_light() -> None:
 
 def test_the_commands_are_the_registered_modules_in_help_order() -> None:
     names = [command.NAME for command in cli.COMMANDS]
-    assert names == ["info", "doctor", "check", "audit", "demo"]
+    assert names == ["info", "doctor", "check", "audit", "run", "demo"]
     assert cli.DEFAULT_COMMAND.NAME == "info"
     helped = io.StringIO()
     assert cli.main(["--help"], out=helped) == 0

@@ -1,4 +1,4 @@
-"""Command line: ``keepalive [info|doctor|check|audit|demo]`` (also ``python -m keepalive``).
+"""Command line: ``keepalive [info|doctor|check|audit|run|demo]`` (also ``python -m keepalive``).
 
 Each command is built on the library's public layers and only shapes their results for a
 reader or a script:
@@ -9,6 +9,8 @@ reader or a script:
 * ``check HOST PORT``: connect with a retry policy, apply settings, read them back; with
   ``--ping`` run the heartbeat and report round-trip times (:mod:`keepalive.diagnostics.check`).
 * ``audit``: every TCP connection of some processes, with its keepalive state.
+* ``run [options] -- COMMAND``: run a program with kernel keepalive on every outbound TCP
+  connection it opens (:mod:`keepalive.installer`), without touching its code.
 * ``demo``: the proxying-NAT story, live on loopback (:mod:`keepalive.demo`).
 
 Text output fits 80 columns and is coloured only on a terminal, never when ``NO_COLOR`` is
@@ -20,7 +22,7 @@ Layout: this module holds the parser and :func:`main`; each command is one modul
 package; ``_output`` is the writer, colour, JSON and exit statuses; ``_arguments`` the shared
 argument types; ``_support`` the support and defaults tables of ``info`` and ``doctor``.
 
-Adding a command (``run``, say): write ``keepalive/cli/run.py`` with what :class:`Command`
+Adding a command (``serve``, say): write ``keepalive/cli/serve.py`` with what :class:`Command`
 lists (``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args, out) ->
 int``), then import it below and add it to :data:`COMMANDS`, in the order ``keepalive --help``
 lists them. ``run`` writes to ``out``, returns the exit status, and raises
@@ -42,7 +44,7 @@ from collections.abc import Sequence
 from typing import Protocol, TextIO
 
 from keepalive import __version__
-from keepalive.cli import audit, check, demo, doctor, info
+from keepalive.cli import audit, check, demo, doctor, info, run
 from keepalive.cli._output import (
     EXIT_DEAD,
     EXIT_INTERRUPTED,
@@ -68,7 +70,7 @@ class Command(Protocol):
 
 
 #: Every command, in the order ``keepalive --help`` lists them. Register new ones here.
-COMMANDS: tuple[Command, ...] = (info, doctor, check, audit, demo)
+COMMANDS: tuple[Command, ...] = (info, doctor, check, audit, run, demo)
 #: What runs when no command is given.
 DEFAULT_COMMAND: Command = info
 
