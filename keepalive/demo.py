@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from keepalive._tcp_info import read_tcp_info
 from keepalive.config import KeepaliveConfig
-from keepalive.diagnostics._linux import read_tcp_info
 from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
 from keepalive.reconnect import Backoff

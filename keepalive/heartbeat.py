@@ -25,7 +25,8 @@ calls, and comes exactly then when the driver polls on time and writes pings whe
 A driver's loop, with ``hb = Heartbeat(config, now)``::
 
     if hb.miss_possible(now):             # a verdict is final: look for unread bytes first
-        hb.unread(now, fionread(sock), so_rcvbuf(sock))
+        count = fionread(sock)
+        hb.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count))
     action = hb.poll(now)                 # on start, at hb.deadline, and after events
     if isinstance(action, SendPing):
         write_ping()                      # between application messages, never inside one
@@ -357,7 +358,7 @@ class Heartbeat:
             self.pong_received(now)
             pongs -= 1
 
-    def unread(self, now: float, count: int, capacity: int = 0) -> bool:
+    def unread(self, now: float, count: int, *, peer_blocked: bool = False) -> bool:
         """``count`` inbound bytes wait unread in the kernel (``FIONREAD``); True if that is life.
 
         Only *new* bytes are life: bytes count once, when they first appear (the count grew
@@ -365,14 +366,14 @@ class Heartbeat:
         that merely stay there prove nothing more: a write-only application that never reads
         still gets its verdict within the bound once the peer is gone.
 
-        One exception, given the socket's receive buffer size as ``capacity`` (``SO_RCVBUF``):
-        unread bytes filling at least half of it mean the application is behind and the peer
-        may be unable to send anything at all, so the silence is ours, not the peer's: that
-        counts as life until the application reads again.
+        One exception, ``peer_blocked``: the unread bytes may keep the peer from sending at
+        all (our receive window is closed because the application is behind), so the silence
+        is ours, not the peer's: that counts as life until the application reads again. The
+        driver decides it from the socket (``keepalive._unread.peer_may_be_blocked``).
         """
         if self._state is _DEAD:
             return False
-        if count > self._unread_seen or (capacity > 0 and 2 * count >= capacity):
+        if count > self._unread_seen or (peer_blocked and count > 0):
             self._unread_seen = count
             self.bytes_received(now)
             return True

@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing the pack
     sys.path.insert(0, str(ROOT))
 
 from keepalive import Backoff, KeepaliveConfig, configure  # noqa: E402 - ROOT on sys.path first
+from keepalive._tcp_info import receive_window  # noqa: E402
 from keepalive.aio import HeartbeatProtocol, monitor_of, open_connection  # noqa: E402
 from keepalive.errors import PeerUnresponsive  # noqa: E402
 from keepalive.heartbeat import HeartbeatConfig  # noqa: E402
@@ -1633,7 +1634,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "slow reader (we stop reading)",
         "the peer streams as fast as it can, never answers pings; the application stops "
         "reading for 2 s",
-        "unread bytes filling at least half of SO_RCVBUF count as life: no verdict",
+        "unread bytes the peer may be blocked behind (our receive window closed) count as "
+        "life: no verdict",
         run_slow_reader,
         dict.fromkeys(LAYERS, ALIVE),
     ),
@@ -1759,13 +1761,15 @@ def run_row(
 
 @dataclass
 class FillTrial:
-    """One look at the premise of the heartbeat's slow-reader rule (unread bytes filling at
-    least half of SO_RCVBUF count as life, "because then the peer may be unable to send")."""
+    """One look at the premise of the heartbeat's slow-reader rule (unread bytes count as life
+    while the peer may be blocked behind them: our receive window is closed; where the kernel
+    does not report the window, when they fill at least half of SO_RCVBUF)."""
 
     target: int  # bytes the reader was to take before it stopped reading
     read_first: int  # bytes it took (whole reads)
     unread: int  # FIONREAD once the sender could send no more
     rcvbuf: int  # SO_RCVBUF then
+    window: int | None = None  # the receive window we advertised then (Linux 6.2+), bytes
 
     @property
     def ratio(self) -> float:
@@ -1808,6 +1812,7 @@ def fill_trial(read_first: int) -> FillTrial:
             got,
             _unread(reader.fileno()),
             reader.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            receive_window(reader),
         )
     finally:
         stop.set()
@@ -2020,12 +2025,14 @@ def _render_fill(trials: Sequence[FillTrial]) -> list[str]:
     lines = [
         "## The slow-reader rule's premise",
         "",
-        "The heartbeat counts unread bytes filling at least half of SO_RCVBUF as life, because",
-        "then the peer may be unable to send. On a plain loopback connection whose sender writes",
-        "as fast as it can, the reader read some bytes and stopped; once the sender's writes had",
-        "failed with EAGAIN for 0.3 s (it could send nothing more), the unread bytes were:",
+        "The heartbeat counts unread bytes as life while the peer may be unable to send because",
+        "of them: where the kernel reports the receive window we advertise (Linux 6.2+,",
+        "`tcpi_rcv_wnd`), when it is closed; elsewhere, when they fill at least half of",
+        "SO_RCVBUF. On a plain loopback connection whose sender writes as fast as it can, the",
+        "reader read some bytes and stopped; once the sender's writes had failed with EAGAIN for",
+        "0.3 s (it could send nothing more), the unread bytes and the window were:",
         "",
-        "| read first (kB) | unread / SO_RCVBUF when the sender was blocked (unread KiB) |",
+        "| read first (kB) | unread / SO_RCVBUF (unread KiB), receive window (bytes) |",
         "|---|---|",
     ]
     by_size: dict[int, list[FillTrial]] = {}
@@ -2033,17 +2040,31 @@ def _render_fill(trials: Sequence[FillTrial]) -> list[str]:
         by_size.setdefault(trial.target, []).append(trial)
     lines += [
         f"| {size // 1000} | "
-        + ", ".join(f"{t.ratio:.0%} ({t.unread // 1024})" for t in group)
+        + ", ".join(
+            f"{t.ratio:.0%} ({t.unread // 1024}), {'?' if t.window is None else t.window}"
+            for t in group
+        )
         + " |"
         for size, group in sorted(by_size.items())
     ]
+    windows = [trial.window for trial in trials if trial.window is not None]
+    closed = sum(1 for window in windows if window == 0)
     lines += [
         "",
         f"{len(trials)} trials: median {statistics.median(ratios):.0%}, lowest {min(ratios):.0%}; "
-        f"{len(low)} below half. There the sender is blocked but the rule does not see it: a "
-        "heartbeat whose application stopped reading can reach a verdict on a live peer (the "
-        "kernel's receive window, not SO_RCVBUF, decides when the sender must stop, and after "
-        "receive-buffer autotuning it can close far below half of SO_RCVBUF).",
+        f"{len(low)} below half. The kernel's receive window, not SO_RCVBUF, decides when the "
+        "sender must stop, and after receive-buffer autotuning it can close far below half of "
+        "SO_RCVBUF, so the half-buffer guess misses those. "
+        + (
+            f"The window was reported in {len(windows)} trials and closed in {closed} of them: "
+            + (
+                "the rule this kernel uses sees every blocked sender."
+                if closed == len(windows) == len(trials)
+                else "a blocked sender with an open window would be missed."
+            )
+            if windows
+            else "This kernel does not report the window: the half-buffer guess is in use here."
+        ),
     ]
     return lines
 
@@ -2235,7 +2256,16 @@ def render_markdown(report: Report, soak: tuple[dict[str, Any], str] | None = No
             lines += [f"- {text}" for text in causes]
     else:
         lines.append("Every layer behaved as documented in every cell.")
-    low = [trial for trial in report.fill if trial.ratio < 0.5]
+    # A risk only where the half-buffer guess is the rule (the kernel reports no window).
+    low = [trial for trial in report.fill if trial.ratio < 0.5 and trial.window is None]
+    missed = [trial for trial in report.fill if trial.window not in (None, 0)]
+    if missed:
+        lines += [
+            "",
+            f"- risk: in {len(missed)} of {len(report.fill)} receive-buffer trials the sender was "
+            "blocked while our receive window was open: a slow reader can then get a false "
+            "verdict.",
+        ]
     if low:
         lines += [
             "",

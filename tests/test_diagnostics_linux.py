@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from keepalive import _tcp_info
 from keepalive.diagnostics import _linux
 from keepalive.diagnostics._linux import KernelSocket
 from keepalive.diagnostics.connections import _report_from_kernel_socket, infer_keepalive
@@ -191,17 +192,20 @@ def test_audit_parses_tcp_info_on_linux_only(monkeypatch: pytest.MonkeyPatch) ->
     ] * len(elsewhere)
 
 
+LAYOUT_MARKS = ("_TCPI_", "socket.TCP_INFO", '"TCP_INFO"', 'unpack_from("I"')
+
+
 def test_tcp_info_layout_is_defined_once() -> None:
-    assert _linux.tcp_info_applies("linux")
-    assert _linux.tcp_info_applies("android")
-    assert not _linux.tcp_info_applies("freebsd14")
-    assert not _linux.tcp_info_applies("darwin")
+    assert _tcp_info.tcp_info_applies("linux")
+    assert _tcp_info.tcp_info_applies("android")
+    assert not _tcp_info.tcp_info_applies("freebsd14")
+    assert not _tcp_info.tcp_info_applies("darwin")
     package = Path(_linux.__file__).resolve().parent.parent
+    definition = package / "_tcp_info.py"
     elsewhere = [
         path.relative_to(package)
         for path in package.rglob("*.py")
-        if path != Path(_linux.__file__).resolve()
-        and any(mark in path.read_text() for mark in ("TCP_INFO", "tcpi_", 'unpack_from("I"'))
+        if path != definition and any(mark in path.read_text() for mark in LAYOUT_MARKS)
     ]
     assert elsewhere == []
 

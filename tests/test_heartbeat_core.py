@@ -862,13 +862,14 @@ class TestNewBytesOnly:
         assert hb.unread(3.0, 2) is False
         assert hb.unread(4.0, 3) is True  # one more arrived
 
-    def test_a_receive_buffer_half_full_counts_as_life(self) -> None:
+    def test_unread_bytes_the_peer_may_be_blocked_behind_count_as_life(self) -> None:
         hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)
-        assert hb.unread(1.0, 600, capacity=1000)
+        assert hb.unread(1.0, 600, peer_blocked=True)
         ping(hb, 11.0)
-        assert hb.unread(16.0, 600, capacity=1000) is True  # the peer may be blocked by us
-        assert hb.unread(16.0, 400, capacity=1000) is False
+        assert hb.unread(16.0, 600, peer_blocked=True) is True  # the peer waits for us
         assert hb.last_received == 16.0
+        assert hb.unread(16.5, 600) is False  # the window opened: nothing new, no life
+        assert hb.unread(17.0, 0, peer_blocked=True) is False  # nothing unread: no excuse
 
     def test_miss_possible_only_at_a_pings_expiry(self) -> None:
         hb = Heartbeat(HeartbeatConfig(interval=10, timeout=5), now=0.0)

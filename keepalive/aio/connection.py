@@ -112,7 +112,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
-from keepalive._unread import receive_capacity, unread_bytes
+from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import check_address, positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -815,10 +815,10 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             # Bytes that reached the kernel while the loop was blocked (or the application
             # paused reading) are life, though the loop has not delivered them yet.
             sock = transport.get_extra_info("socket")
-            if sock is not None and heartbeat.unread(
-                now, unread_bytes(sock.fileno()), receive_capacity(sock)
-            ):
-                self._unread_life += 1
+            if sock is not None:
+                count = unread_bytes(sock.fileno())
+                if heartbeat.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count)):
+                    self._unread_life += 1
         return heartbeat.poll(now)
 
     def _send_requested_ping(self, now: float) -> bool:

@@ -4,14 +4,13 @@
   ``/proc/net/ipv6_route`` (text in the kernel's own hex encodings);
 * NETLINK_SOCK_DIAG dumps (``linux/sock_diag.h``, ``linux/inet_diag.h``);
 * ``struct tcp_info`` (``include/uapi/linux/tcp.h``), carried both by
-  ``getsockopt(IPPROTO_TCP, TCP_INFO)`` and by sock_diag's ``INET_DIAG_INFO`` attribute;
+  ``getsockopt(IPPROTO_TCP, TCP_INFO)`` and by sock_diag's ``INET_DIAG_INFO`` attribute:
+  defined once in :mod:`keepalive._tcp_info` (the heartbeat reads it too);
 * the per-process tables the audit needs (``/proc/PID/fd``, network namespaces).
 
 The parsers are pure: they take text or bytes (and the byte order of the machine that
 produced them, so recorded samples parse anywhere) and return plain values. The readers
-below them do the I/O and are called on Linux only. Other kernels lay their ``tcp_info`` out
-differently (FreeBSD's has the same name and ``socket.TCP_INFO`` exists there too), so
-:func:`tcp_info_applies` is the one ``sys.platform`` check for it.
+below them do the I/O and are called on Linux only.
 """
 
 from __future__ import annotations
@@ -26,6 +25,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
+
+from keepalive._tcp_info import (
+    parse_tcp_info,
+)
 
 ByteOrder = Literal["little", "big"]
 Family = Literal["ipv4", "ipv6"]
@@ -89,67 +92,6 @@ class KernelSocket:
     last_data_sent: float | None = None
     last_data_received: float | None = None
     last_ack_received: float | None = None
-
-
-# --- struct tcp_info -----------------------------------------------------------------------------
-# Eight one-byte fields (tcpi_state, tcpi_ca_state, tcpi_retransmits, tcpi_probes, tcpi_backoff,
-# tcpi_options, the two window-scale nibbles, two bit fields), then __u32 fields: rto, ato,
-# snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets, tcpi_last_data_sent (offset 44),
-# tcpi_last_ack_sent, tcpi_last_data_recv (52), tcpi_last_ack_recv (56), in milliseconds.
-
-_TCPI_STATE = 0
-_TCPI_PROBES = 3
-_TCPI_LAST_DATA_SENT = 44
-_TCPI_LAST_DATA_RECV = 52
-_TCPI_LAST_ACK_RECV = 56
-#: Bytes needed for every field read here (through tcpi_last_ack_recv).
-TCP_INFO_MIN_SIZE = _TCPI_LAST_ACK_RECV + 4
-#: Bytes asked of getsockopt: the Linux 2.6 struct (104), which every later kernel extends.
-TCP_INFO_READ_SIZE = 104
-
-
-@dataclass(frozen=True, slots=True)
-class TcpInfo:
-    """The ``tcp_info`` fields this package uses; times in seconds since the event."""
-
-    state: int
-    probes: int
-    last_data_sent: float
-    last_data_recv: float
-    last_ack_recv: float
-
-    @property
-    def established(self) -> bool:
-        return self.state == _TCP_ESTABLISHED
-
-
-def tcp_info_applies(platform: str | None = None) -> bool:
-    """Whether this layout is the running kernel's (``platform`` defaults to ``sys.platform``)."""
-    name = sys.platform if platform is None else platform
-    return name.startswith(("linux", "android"))
-
-
-def parse_tcp_info(raw: bytes, byteorder: ByteOrder | None = None) -> TcpInfo | None:
-    """The fields of a Linux ``tcp_info`` blob; None off Linux or when ``raw`` is too short.
-
-    ``byteorder`` is the kernel's (the host's by default; recorded samples may give theirs).
-    """
-    if not tcp_info_applies() or len(raw) < TCP_INFO_MIN_SIZE:
-        return None
-    order = _prefix(byteorder or HOST_BYTEORDER)
-    sent, recv, ack = (
-        struct.unpack_from(order + "I", raw, offset)[0]
-        for offset in (_TCPI_LAST_DATA_SENT, _TCPI_LAST_DATA_RECV, _TCPI_LAST_ACK_RECV)
-    )
-    return TcpInfo(raw[_TCPI_STATE], raw[_TCPI_PROBES], sent / 1000, recv / 1000, ack / 1000)
-
-
-def read_tcp_info(sock: socket.socket) -> TcpInfo | None:
-    """``getsockopt(IPPROTO_TCP, TCP_INFO)`` parsed; None where the layout is not Linux's."""
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None or not tcp_info_applies():
-        return None
-    return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, option, TCP_INFO_READ_SIZE))
 
 
 # --- /proc/net/tcp -------------------------------------------------------------------------------

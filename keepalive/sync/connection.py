@@ -89,7 +89,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal, TextIO, TypeAlias
 
 from typing_extensions import Buffer, Self
 
-from keepalive._unread import receive_capacity, unread_bytes
+from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
 from keepalive.framing import Framing, PongSource, make_pong_matcher
@@ -1396,7 +1396,8 @@ class MonitoredSocket:
                     self._take_unread_pongs_locked(now)
                 # New bytes the application has not read yet are life all the same.
                 sock = self._sock
-                if hb.unread(now, unread_bytes(sock.fileno()), receive_capacity(sock)):
+                count = unread_bytes(sock.fileno())
+                if hb.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count)):
                     self._unread_life += 1
                     logger.debug("unread bytes from %s count as life", self._label)
                 stalls = hb.stalls
