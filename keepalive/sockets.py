@@ -3,7 +3,9 @@
 The only module that calls ``setsockopt``/``getsockopt``/``ioctl`` for kernel keepalive.
 Everything is validated (the config, the platform's ranges, the socket's kind) before the
 first option is set; if the OS refuses an option midway, the options already changed are put
-back as they were and the error names the option that failed.
+back as they were and the error names the option that failed. In the steady state (a config
+already applied, see `_steady`) the kernel checks the socket's kind: the plan's first call is
+a TCP-level option, which a socket that is not TCP refuses before anything changed.
 """
 
 from __future__ import annotations
@@ -277,6 +279,8 @@ def _name(value: object, kind: type[enum.IntEnum]) -> str:
 
 # -- configure --------------------------------------------------------------------------------
 
+_NO_ARGUMENT: Any = object()  # see _steady
+
 
 def _make_config(cfg: object, overrides: dict[str, float | int | None]) -> KeepaliveConfig:
     if cfg is None:
@@ -326,61 +330,145 @@ def configure(
     finally:
         if borrowed is not None:
             borrowed.release()
-    args = plan.setsockopt_args
     if (
         config is cfg
         and strict is True
         and platform is None
-        and type(sock) is _SOCKET
-        and args is not None
+        and isinstance(sock, _socket.socket)  # proven by the kernel, not by a fake
+        and plan.setsockopt_args is not None
     ):
-        _remember((cfg, proto, family, args, applied, plan))
+        _remember(config, plan, applied, family, proto)
     return applied
 
 
 # keepalive.configure as called: `configure` above, with a fast path in front. The steady
 # state, one config object reused for every connection and no keywords, costs little more than
-# the bare setsockopt calls: the checks of `configure` without planning or resolving anything
-# again. The entry's plan was proven (see _PROVEN) on a TCP socket of the same family and
-# protocol, by a `configure` call with the same arguments. Keywords come as ``**options``:
-# keyword-only parameters with defaults cost a dictionary look-up each on every call, where
-# one ``not options`` test suffices.
-def _steady(sock: object, cfg: KeepaliveConfig | None = None, **options: Any) -> Applied:
-    fast = _fast
+# the bare setsockopt calls: the entry holds the (level, optname, value) tuples of the config's
+# plan, already accepted by the kernel on a TCP socket, and its result. Nothing checks the
+# socket's kind first: the plan's first call is a TCP-level option (Platform.tcp_options_first;
+# SO_KEEPALIVE comes last), which a socket that is not TCP, or anything without setsockopt,
+# refuses before anything changed; the checked path then says why.
+#
+# The keywords are plain parameters with defaults, tested one by one: CPython specialises calls
+# to such a function (3.11+), not to one with keyword-only parameters or **kwargs, which costs
+# more than the tests (2-3 % of the four calls here). `_more` catches a third positional
+# argument, which configure() refuses. Plans of four and five calls have an entry each,
+# unrolled (a loop, or a test for a fifth call, costs 1-2 % more).
+def _steady(  # noqa: PLR0917 - configure()'s parameters, see above
+    sock: object,
+    cfg: KeepaliveConfig | None = None,
+    _more: object = _NO_ARGUMENT,
+    strict: bool = True,
+    idle: float | None = None,
+    interval: float | None = None,
+    count: int | None = None,
+    user_timeout: float | None = None,
+    platform: Platform | None = None,
+) -> Applied:
     if (
-        not options
-        and cfg is fast[0]
+        idle is not None
+        or interval is not None
+        or count is not None
+        or user_timeout is not None
+        or platform is not None
+        or strict is not True
+        or _more is not _NO_ARGUMENT
+    ):
+        return _with_keywords(
+            sock, cfg, _more, strict, idle, interval, count, user_timeout, platform
+        )
+    config, first, second, third, fourth, applied = _fast4
+    if cfg is config:
+        try:
+            setsockopt = sock.setsockopt  # type: ignore[attr-defined]
+            setsockopt(*first)
+        except (AttributeError, TypeError, OSError):
+            return _configure(sock, cfg)  # nothing changed: the checked path says why
+        try:
+            setsockopt(*second)
+            setsockopt(*third)
+            setsockopt(*fourth)
+        except OSError:
+            _fast_failed(sock, cfg, changed=True)
+        return applied
+    config, first, second, third, fourth, fifth, applied = _fast5
+    if cfg is config:
+        try:
+            setsockopt = sock.setsockopt  # type: ignore[attr-defined]
+            setsockopt(*first)
+        except (AttributeError, TypeError, OSError):
+            return _configure(sock, cfg)
+        try:
+            setsockopt(*second)
+            setsockopt(*third)
+            setsockopt(*fourth)
+            setsockopt(*fifth)
+        except OSError:
+            _fast_failed(sock, cfg, changed=True)
+        return applied
+    if cfg is _checked[0]:
+        return _steady_checked(sock, cfg)
+    return _configure(sock, cfg)
+
+
+def _with_keywords(  # noqa: PLR0917 - configure()'s parameters
+    sock: object,
+    cfg: KeepaliveConfig | None,
+    more: object,
+    strict: bool,
+    idle: float | None,
+    interval: float | None,
+    count: int | None,
+    user_timeout: float | None,
+    platform: Platform | None,
+) -> Applied:
+    """configure() with its keywords, or the TypeError it raises for a third positional
+    argument (the keywords that differ from their defaults are passed on with it)."""
+    keywords = {
+        "strict": strict,
+        "idle": idle,
+        "interval": interval,
+        "count": count,
+        "user_timeout": user_timeout,
+        "platform": platform,
+    }
+    if more is not _NO_ARGUMENT:
+        given = {name: value for name, value in keywords.items() if value is not _DEFAULTS[name]}
+        refuse: Any = _configure
+        refuse(sock, cfg, more, **given)  # raises: configure() takes 1 to 2 positional arguments
+    return _configure(sock, cfg, **keywords)  # type: ignore[arg-type]
+
+
+_DEFAULTS: dict[str, object] = {
+    "strict": True,
+    "idle": None,
+    "interval": None,
+    "count": None,
+    "user_timeout": None,
+    "platform": None,
+}
+
+
+def _steady_checked(sock: object, cfg: KeepaliveConfig | None) -> Applied:
+    """The steady state of a plan that starts with SO_KEEPALIVE (Windows, Solaris, ...): the
+    socket's kind is checked first, as the plan was proven on a TCP socket of that family and
+    protocol."""
+    config, proto, family, calls, applied = _checked
+    if (
+        cfg is config
         and type(sock) is _SOCKET
-        and sock.proto == fast[1]
-        and _RAW_FAMILY(sock) == fast[2]
+        and sock.proto == proto
+        and _RAW_FAMILY(sock) == family
         and _RAW_TYPE(sock) == _SOCK_STREAM
     ):
-        # Unrolled: each prebuilt (level, optname, value) tuple goes straight to the C method.
-        # A closed socket fails the first call (nothing changed); any failure is sorted out by
-        # the checked path in _fast_failed().
         setsockopt = sock.setsockopt
-        calls = fast[3]
         try:
-            if len(calls) == 4:  # no user timeout
-                first, second, third, fourth = calls
-                setsockopt(*first)
-                setsockopt(*second)
-                setsockopt(*third)
-                setsockopt(*fourth)
-            elif len(calls) == 5:  # with a user timeout
-                first, second, third, fourth, fifth = calls
-                setsockopt(*first)
-                setsockopt(*second)
-                setsockopt(*third)
-                setsockopt(*fourth)
-                setsockopt(*fifth)
-            else:
-                for call in calls:
-                    setsockopt(*call)
+            for call in calls:
+                setsockopt(*call)
         except OSError:
-            _fast_failed(sock, fast[5])
-        return fast[4]
-    return _configure(sock, cfg, **options)
+            _fast_failed(sock, cfg, changed=False)
+        return applied
+    return _configure(sock, cfg)
 
 
 _configure = configure
@@ -396,27 +484,60 @@ if not TYPE_CHECKING:  # type checkers keep configure()'s own signature
 
 
 if TYPE_CHECKING:
-    _Fast = tuple[object, int, int, tuple[tuple[int, int, int], ...], Applied, Plan]
+    _Call = tuple[int, int, int]
+    _Fast4 = tuple[object, _Call, _Call, _Call, _Call, Applied]
+    _Fast5 = tuple[object, _Call, _Call, _Call, _Call, _Call, Applied]
+    _Checked = tuple[object, int, int, tuple[_Call, ...], Applied]
 
-#: The fast path's one entry: (config, proto, family, setsockopt arguments, result, plan) of
-#: the last configure() call that could take it (a socket.socket, a config and no keywords).
-#: One tuple, replaced whole, so that a thread never sees the arguments of one call with the
-#: plan of another.
-_fast: _Fast = (object(), -1, -1, (), Applied("", ()), Plan("", (), ()))
+# The steady-state entries: the config, its plan's setsockopt arguments and its result, of the
+# last configure() call that could take the fast path (a socket.socket, a config object, no
+# keywords), one entry per kind of plan. Each is one tuple, replaced whole, so that a thread
+# never sees the arguments of one call with the result of another.
+_NO_CALL = (0, 0, 0)
+_fast4: _Fast4 = (object(), _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, Applied("", ()))
+_fast5: _Fast5 = (object(), _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, Applied("", ()))
+#: Plans whose first call is not a TCP-level option, or of another length: (config, proto,
+#: family, arguments, result), for sockets of the family and protocol the plan was proven on.
+_checked: _Checked = (object(), -1, -1, (), Applied("", ()))
 _SOCKET = socket.socket
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 
 
-def _remember(entry: _Fast) -> None:
-    global _fast  # replaced whole: readers see the old entry or the new one
-    _fast = entry
+def _remember(cfg: KeepaliveConfig, plan: Plan, applied: Applied, family: int, proto: int) -> None:
+    """Keep ``cfg``'s plan, just accepted by the kernel on a TCP socket, for the steady state."""
+    global _fast4, _fast5, _checked  # each replaced whole: readers see the old or the new one
+    calls = plan.setsockopt_args
+    if calls is None:
+        return
+    if calls[0][0] == current().ipproto_tcp:  # the kernel checks the socket's kind
+        if len(calls) == 4:
+            first, second, third, fourth = calls
+            _fast4 = (cfg, first, second, third, fourth, applied)
+            return
+        if len(calls) == 5:
+            first, second, third, fourth, fifth = calls
+            _fast5 = (cfg, first, second, third, fourth, fifth, applied)
+            return
+    _checked = (cfg, proto, family, calls, applied)
 
 
-def _fast_failed(sock: object, plan: Plan) -> None:
-    """A proven plan failed on this socket: say why as the checked path would."""
+def _fast_failed(sock: object, cfg: KeepaliveConfig | None, *, changed: bool) -> None:
+    """A steady-state call failed on this socket: say why, as the checked path would.
+
+    ``changed``: an earlier call of the plan was accepted. The calls are made without reading
+    the options first, so those are not restored, and the error says so. A socket closed
+    meanwhile is reported as closed.
+    """
     view = cast("SocketLike", sock)
-    _check_tcp(view)  # closed meanwhile: InvalidSocket
-    _apply_fast(view, plan)  # raises SocketOptionError naming the option (unless it now passes)
+    try:
+        closed = view.fileno() < 0
+    except OSError:  # e.g. asyncio's TransportSocket after close
+        closed = True
+    if closed:
+        raise InvalidSocket("the socket is closed")
+    plan, _applied = _plan(current(), cast("KeepaliveConfig", cfg), True)
+    # Raises SocketOptionError naming the option (unless it now passes).
+    _apply_fast(view, plan, changed=changed)
 
 
 def _platform(platform: object) -> Platform:
@@ -476,7 +597,9 @@ def _apply(sock: SocketLike, plan: Plan, kind: tuple[int, int]) -> None:
     _PROVEN.add((plan, *kind))
 
 
-def _apply_fast(sock: SocketLike, plan: Plan) -> None:
+def _apply_fast(sock: SocketLike, plan: Plan, *, changed: bool = False) -> None:
+    """Apply a proven plan without reading the options first; ``changed``: the socket was
+    already changed by an earlier attempt (nothing can be restored then)."""
     index = 0
     try:
         if plan.setsockopt_args is not None:
@@ -493,7 +616,7 @@ def _apply_fast(sock: SocketLike, plan: Plan) -> None:
         # Only a socket-specific failure gets here (it was closed meanwhile, or a protocol
         # variant refuses a proven option); the earlier values were not read, so say so.
         failed = plan.operations[index]
-        raise SocketOptionError(failed.name, exc, restored=index == 0) from exc
+        raise SocketOptionError(failed.name, exc, restored=index == 0 and not changed) from exc
 
 
 def _ioctl(sock: SocketLike, call: IoctlCall) -> None:
@@ -599,8 +722,10 @@ def socket_options(
 ) -> list[tuple[int, int, int]]:
     """``[(level, optname, value), ...]`` that apply ``cfg`` with plain ``setsockopt`` calls.
 
-    The shape urllib3's and httpcore's ``socket_options`` take, starting with SO_KEEPALIVE.
-    Where this platform needs an ioctl (Windows before 1709), raises
+    The shape urllib3's and httpcore's ``socket_options`` take, in the order configure()
+    sets them: the TCP options first and SO_KEEPALIVE last where the platform allows it
+    (:attr:`Platform.tcp_options_first`), SO_KEEPALIVE first elsewhere. Where this platform
+    needs an ioctl (Windows before 1709), raises
     :class:`~keepalive.UnsupportedOption`: call :func:`configure` on the socket instead.
     """
     config = _make_config(

@@ -577,7 +577,7 @@ def test_system_defaults_equal_proc() -> None:
 @given(cfg=linux_configs)
 def test_socket_options_by_hand_equal_configure(cfg: KeepaliveConfig) -> None:
     options = keepalive.socket_options(cfg)
-    assert options[0] == (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    assert options[-1] == (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # TCP options first
     assert all(
         isinstance(part, int) and not isinstance(part, bool) for item in options for part in item
     )
@@ -591,12 +591,14 @@ def test_socket_options_by_hand_equal_configure(cfg: KeepaliveConfig) -> None:
 
 def test_socket_options_keywords() -> None:
     options = keepalive.socket_options(idle=30, interval=5, count=3, user_timeout=0.5)
+    # The TCP options first, the user timeout first of all (Linux MPTCP sockets refuse it,
+    # not the others), SO_KEEPALIVE last: a socket that is not TCP refuses the first call.
     assert options == [
-        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 500),
         (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30),
         (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5),
         (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
-        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 500),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
     ]
 
 

@@ -61,7 +61,7 @@ def test_darwin_12_lenient_never_sends_keepintvl_or_keepcnt(namespace: object) -
     platform = darwin.detect(namespace, DARWIN_12)
     sock = FakeSocket()
     applied = keepalive.configure(sock, FULL, platform=platform, strict=False)
-    assert sock.writes() == [SO_ON, tcp(0x10, 60), tcp(0x80, 110)]
+    assert sock.writes() == [tcp(0x80, 110), tcp(0x10, 60), SO_ON]
     assert all(write[2] not in (0x101, 0x102) for write in sock.writes())
     for setting in ("interval", "count"):
         assert applied[setting].status is Status.UNSUPPORTED
@@ -78,7 +78,7 @@ def test_darwin_13_is_the_first_release_with_keepintvl_and_keepcnt() -> None:
         assert platform.options["count"].optname == 0x102
     sock = FakeSocket()
     keepalive.configure(sock, FULL, platform=darwin.detect(DARWIN_PY_OLD_SDK, DARWIN_13))
-    assert sock.writes() == [SO_ON, tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), tcp(0x80, 110)]
+    assert sock.writes() == [tcp(0x80, 110), tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), SO_ON]
 
 
 def test_darwin_before_10_7_has_no_rxt_conndroptime() -> None:

@@ -56,7 +56,8 @@ def _no_proven_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     the kernel already accepted; a fake that refuses options on purpose breaks that premise.
     """
     monkeypatch.setattr(keepalive_sockets, "_PROVEN", set())
-    monkeypatch.setattr(keepalive_sockets, "_fast", keepalive_sockets._fast)  # restored after
+    for entry in ("_fast4", "_fast5", "_checked"):  # restored after
+        monkeypatch.setattr(keepalive_sockets, entry, getattr(keepalive_sockets, entry))
 
 
 def tcp(optname: int, value: object) -> tuple[str, int, int, object]:
@@ -71,14 +72,18 @@ def configure(platform: Platform, cfg: KeepaliveConfig, **kwargs: object) -> Fak
 
 # -- the exact calls, per platform ---------------------------------------------------------
 
+# Where the platform allows it (Platform.tcp_options_first, each OS file cites its source),
+# the TCP options come first, the user-timeout option first of all, and SO_KEEPALIVE last: a
+# socket that is not TCP refuses the first call before anything changed. Elsewhere
+# SO_KEEPALIVE comes first, and configure() checks the socket's kind before any call.
 EXACT_CALLS = {
     "macOS, Python 3.10+": (
         FULL,
-        [SO_ON, tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), tcp(0x80, 110)],
+        [tcp(0x80, 110), tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), SO_ON],
     ),
     "macOS, Python before 3.10": (
         FULL,
-        [SO_ON, tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), tcp(0x80, 110)],
+        [tcp(0x80, 110), tcp(0x10, 60), tcp(0x101, 10), tcp(0x102, 5), SO_ON],
     ),
     "Windows 10 1709+": (FULL, [SO_ON, tcp(3, 60), tcp(17, 10), tcp(16, 5), tcp(5, 110)]),
     # TCP_KEEPCNT before the ioctl (a refusal there changes nothing) and again after it,
@@ -91,17 +96,18 @@ EXACT_CALLS = {
         KeepaliveConfig(idle=60, interval=10, count=10, user_timeout=110),
         [SO_ON, tcp(5, 110), ("ioctl", 0, SIO, (1, 60000, 10000))],
     ),
-    "FreeBSD 14+": (FULL, [SO_ON, tcp(256, 60), tcp(512, 10), tcp(1024, 5), tcp(68, 110)]),
-    "FreeBSD 10-13": (NO_USER_TIMEOUT, [SO_ON, tcp(256, 60), tcp(512, 10), tcp(1024, 5)]),
-    "DragonFly 5.8+": (NO_USER_TIMEOUT, [SO_ON, tcp(256, 60), tcp(512, 10), tcp(1024, 5)]),
+    "FreeBSD 14+": (FULL, [tcp(68, 110), tcp(256, 60), tcp(512, 10), tcp(1024, 5), SO_ON]),
+    "FreeBSD 10-13": (NO_USER_TIMEOUT, [tcp(256, 60), tcp(512, 10), tcp(1024, 5), SO_ON]),
+    "DragonFly 5.8+": (NO_USER_TIMEOUT, [tcp(256, 60), tcp(512, 10), tcp(1024, 5), SO_ON]),
     "DragonFly before 5.8": (
         NO_USER_TIMEOUT,
-        [SO_ON, tcp(256, 60000), tcp(512, 10000), tcp(1024, 5)],
+        [tcp(256, 60000), tcp(512, 10000), tcp(1024, 5), SO_ON],
     ),
     # NetBSD counts idle and interval in half-second ticks.
-    "NetBSD": (NO_USER_TIMEOUT, [SO_ON, tcp(3, 120), tcp(5, 20), tcp(6, 5)]),
+    "NetBSD": (NO_USER_TIMEOUT, [tcp(3, 120), tcp(5, 20), tcp(6, 5), SO_ON]),
     "OpenBSD": (KeepaliveConfig(count=8), [SO_ON]),
-    "illumos": (FULL, [SO_ON, tcp(0x22, 60), tcp(0x24, 10), tcp(0x23, 5), tcp(0x11, 110000)]),
+    # Interval before count: illumos derives the abort threshold from the interval set.
+    "illumos": (FULL, [tcp(0x11, 110000), tcp(0x22, 60), tcp(0x24, 10), tcp(0x23, 5), SO_ON]),
     "Solaris 11.4": (
         FULL,
         [SO_ON, tcp(0x1D, 60), tcp(0x1E, 10), tcp(0x1F, 5), tcp(0x11, 110000)],
@@ -109,6 +115,40 @@ EXACT_CALLS = {
     # Thresholds in ms: idle, then interval x count as the abort threshold, then user timeout.
     "Solaris before 11.4": (FULL, [SO_ON, tcp(0x16, 60000), tcp(0x17, 50000), tcp(0x11, 110000)]),
 }
+
+
+# The platforms whose sources show TCP options set before SO_KEEPALIVE are stored and used
+# (each file cites them); the others keep SO_KEEPALIVE first, and configure() its check.
+TCP_OPTIONS_FIRST = {
+    "Linux",
+    "macOS, Python 3.10+",
+    "macOS, Python before 3.10",
+    "FreeBSD 14+",
+    "FreeBSD 10-13",
+    "DragonFly 5.8+",
+    "DragonFly before 5.8",
+    "NetBSD",
+    "illumos",
+}
+
+
+@pytest.mark.parametrize("label", [item.label for item in catalog.VARIANTS])
+@pytest.mark.parametrize("cfg", [FULL, NO_USER_TIMEOUT], ids=["user timeout", "none"])
+def test_tcp_options_come_first_only_where_the_platform_vouches_for_it(
+    label: str, cfg: KeepaliveConfig
+) -> None:
+    platform = platform_for(label)
+    assert platform.tcp_options_first is (label in TCP_OPTIONS_FIRST)
+    operations = platform.plan(cfg, strict=False).operations
+    keepalive_on = SetOption(platform.sol_socket, platform.so_keepalive, 1, "SO_KEEPALIVE")
+    if platform.tcp_options_first and len(operations) > 1:
+        assert operations[-1] == keepalive_on
+        assert all(op.level == platform.ipproto_tcp for op in operations[:-1])  # type: ignore[union-attr]
+        spec = platform.options.get("user_timeout")
+        if cfg.user_timeout is not None and spec is not None:
+            assert (operations[0].level, operations[0].optname) == (spec.level, spec.optname)  # type: ignore[union-attr]
+    else:
+        assert operations[0] == keepalive_on
 
 
 @pytest.mark.parametrize("label", sorted(EXACT_CALLS))
@@ -150,7 +190,7 @@ def test_macos_before_10_8_has_no_interval_or_count() -> None:
     assert raised.value.setting == "interval"
     sock = FakeSocket()
     applied = keepalive.configure(sock, NO_USER_TIMEOUT, platform=platform, strict=False)
-    assert sock.writes() == [SO_ON, tcp(0x10, 60)]
+    assert sock.writes() == [tcp(0x10, 60), SO_ON]
     assert [item.status for item in applied] == [
         Status.HONOURED,
         Status.UNSUPPORTED,
@@ -169,7 +209,7 @@ def test_macos_rounds_fractions_up_to_whole_seconds_never_to_zero() -> None:
     platform = platform_for("macOS, Python 3.10+")
     sock = FakeSocket()
     applied = keepalive.configure(sock, idle=1.2, interval=0.001, count=3, platform=platform)
-    assert sock.writes()[1:3] == [tcp(0x10, 2), tcp(0x101, 1)]
+    assert sock.writes()[:2] == [tcp(0x10, 2), tcp(0x101, 1)]
     assert applied["idle"].status is Status.APPROXIMATED
     assert applied["idle"].stored == 2
     assert "TCP_KEEPALIVE" in applied["idle"].detail
@@ -346,7 +386,7 @@ def test_dragonfly_before_5_8_refuses_less_than_one_tick() -> None:
         keepalive.configure(FakeSocket(), idle=0.005, platform=platform, strict=False)
     assert "0.01..2147483.647 s in steps of 1/1000 s" in str(raised.value)
     sock = configure(platform, KeepaliveConfig(idle=0.0101, interval=1, count=2))
-    assert sock.writes()[1] == tcp(256, 11)
+    assert sock.writes()[0] == tcp(256, 11)
 
 
 def test_netbsd_values_are_half_second_ticks_rounded_up() -> None:
@@ -354,7 +394,7 @@ def test_netbsd_values_are_half_second_ticks_rounded_up() -> None:
     applied = keepalive.configure(
         sock, idle=0.3, interval=2.25, count=3, platform=platform_for("NetBSD")
     )
-    assert sock.writes()[1:3] == [tcp(3, 1), tcp(5, 5)]
+    assert sock.writes()[:2] == [tcp(3, 1), tcp(5, 5)]
     assert (applied["idle"].stored, applied["interval"].stored) == (0.5, 2.5)
     assert applied["idle"].status is Status.APPROXIMATED
     assert "1/2 s" in applied["idle"].detail
@@ -679,8 +719,8 @@ def test_linux_plan_applies_to_a_real_loopback_socket() -> None:
 def test_platform_subclasses_replace_with_their_own_fields(label: str) -> None:
     platform = platform_for(label)
     names = [field.name for field in dataclasses.fields(platform)]
-    assert names[:11] == list(Platform.__match_args__)
-    extra = names[11:]
+    assert names[:12] == list(Platform.__match_args__)
+    extra = names[12:]
     assert len(extra) == 1  # ioctl_control, max_abort_ms, abort_spec
     renamed = dataclasses.replace(platform, name="renamed")
     assert type(renamed) is type(platform)

@@ -336,6 +336,7 @@ class Platform(Record):
         "options",
         "so_keepalive",
         "sol_socket",
+        "tcp_options_first",
         "unsupported",
         "user_timeout_replaces_count",
     )
@@ -351,6 +352,7 @@ class Platform(Record):
         "user_timeout_replaces_count",
         "fixed",
         "notes",
+        "tcp_options_first",
     )
     _compare_ = False  # identity semantics: hashable, so plans can be cached
 
@@ -367,6 +369,11 @@ class Platform(Record):
     #: Values that cannot be changed per socket but are fixed and known (Windows' probe count).
     fixed: Mapping[Setting, float | int]
     notes: tuple[str, ...]
+    #: Plans set the TCP-level options first (the user-timeout option first of all) and
+    #: SO_KEEPALIVE last: the OS file cites why that order is harmless or better there. A
+    #: socket that is not TCP then refuses the plan's first call before anything changed, so
+    #: configure()'s steady state needs no check of the socket's kind (see keepalive.sockets).
+    tcp_options_first: bool
 
     def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces
         self,
@@ -381,6 +388,7 @@ class Platform(Record):
         user_timeout_replaces_count: bool = False,
         fixed: Mapping[Setting, float | int] | None = None,
         notes: tuple[str, ...] = (),
+        tcp_options_first: bool = False,
     ) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "name", name)
@@ -394,21 +402,40 @@ class Platform(Record):
         setattr_(self, "user_timeout_replaces_count", user_timeout_replaces_count)
         setattr_(self, "fixed", {} if fixed is None else fixed)
         setattr_(self, "notes", notes)
+        setattr_(self, "tcp_options_first", tcp_options_first)
 
     # -- planning ---------------------------------------------------------------------------
 
     def plan(self, cfg: KeepaliveValues, *, strict: bool = True) -> Plan:
         """The operations that apply ``cfg`` here; raises before any I/O when it cannot.
 
+        SO_KEEPALIVE comes first, or last where :attr:`tcp_options_first` says so.
         Out-of-range values raise :class:`InvalidSetting` whatever ``strict`` says (a value
         the kernel would refuse is a bad setting). Settings this platform cannot set per socket
         raise :class:`UnsupportedOption` when ``strict``, else are reported as unsupported.
         """
-        operations: list[Operation] = [
-            SetOption(self.sol_socket, self.so_keepalive, 1, "SO_KEEPALIVE")
-        ]
+        operations: list[Operation] = []
         results: list[SettingResult] = []
         self._plan_options(cfg, strict, operations, results)
+        keepalive_on = SetOption(self.sol_socket, self.so_keepalive, 1, "SO_KEEPALIVE")
+        tcp = [
+            operation
+            for operation in operations
+            if isinstance(operation, SetOption) and operation.level == self.ipproto_tcp
+        ]
+        if self.tcp_options_first and tcp and len(tcp) == len(operations):
+            # The user-timeout option first: the newest and least widely implemented (Linux
+            # MPTCP sockets take TCP_KEEPIDLE/INTVL/CNT since 6.10, not TCP_USER_TIMEOUT),
+            # so a socket that would refuse any of them refuses the first one.
+            spec = self.options.get("user_timeout")
+            key = None if spec is None else (spec.level, spec.optname)
+            operations = [
+                *(operation for operation in tcp if (operation.level, operation.optname) == key),
+                *(operation for operation in tcp if (operation.level, operation.optname) != key),
+                keepalive_on,
+            ]
+        else:
+            operations.insert(0, keepalive_on)
         return Plan(self.name, tuple(operations), tuple(results))
 
     def _plan_options(

@@ -213,6 +213,10 @@ def _freebsd(ns: Any, release: str | None) -> Platform:
             "TCP_MAXUNACKTIME is only used from FreeBSD 14 (decided from os.uname().release); "
             "its value is not read back by inspect().",
         ),
+        # sys/netinet/tcp_usrreq.c tcp_default_ctloutput(): TCP_KEEPIDLE stores t_keepidle and
+        # re-arms TT_KEEP, which runs on every connection; tcp_timer.c tcp_timer_keep() probes
+        # only while SO_KEEPALIVE (or always_keepalive) is set: the order does not matter.
+        tcp_options_first=True,
     )
 
 
@@ -265,6 +269,10 @@ def _dragonfly(ns: Any, release: str | None) -> Platform:
             "net.inet.tcp.always_keepalive defaults to 1: idle connections are probed even "
             "without SO_KEEPALIVE, using the system-wide values.",
         ),
+        # sys/netinet/tcp_usrreq.c tcp_ctloutput(): TCP_KEEPIDLE stores t_keepidle and calls
+        # tcp_timer_keep_activity(); tcp_timer.c tcp_timer_keep_handler() checks SO_KEEPALIVE
+        # only when the timer fires: the order does not matter.
+        tcp_options_first=True,
     )
 
 
@@ -296,6 +304,10 @@ def _netbsd(ns: Any) -> Platform:
             "getsockopt() does not return these options, so inspect() reports the sysctl "
             "defaults and a failed configure() cannot restore them.",
         ),
+        # sys/netinet/tcp_usrreq.c change_keepalive(), called by each of the three options,
+        # re-arms TCPT_KEEP with t_keepintvl once SO_KEEPALIVE is on, with t_keepidle before:
+        # with SO_KEEPALIVE set last the first probe comes after idle, as asked, not interval.
+        tcp_options_first=True,
     )
 
 

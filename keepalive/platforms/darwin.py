@@ -175,4 +175,9 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             "A value of 0 for any of these options means 'use the sysctl default'.",
             "net.inet.tcp.always_keepalive (default 0) turns keepalive on for every socket.",
         ),
+        # xnu bsd/netinet/tcp_usrreq.c tcp_ctloutput(): TCP_KEEPALIVE/KEEPINTVL/KEEPCNT and
+        # TCP_RXT_CONNDROPTIME store their value (TCP_KEEPALIVE also re-arms TCPT_KEEP, which
+        # runs whether or not SO_KEEPALIVE is on); tcp_timer.c sends probes only while
+        # SO_KEEPALIVE (or always_keepalive) is set, so setting it last loses nothing.
+        tcp_options_first=True,
     )

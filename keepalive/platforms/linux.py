@@ -90,6 +90,13 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             DefaultSource("user_timeout", "procfs", "/proc/sys/net/ipv4/tcp_retries2", None),
         ),
         user_timeout_replaces_count=True,
+        # net/ipv4/tcp.c: TCP_KEEPIDLE/INTVL/CNT and TCP_USER_TIMEOUT only store their value
+        # while SO_KEEPALIVE is off (tcp_sock_set_keepidle_locked() moves the timer only under
+        # SOCK_KEEPOPEN); net/ipv4/tcp_timer.c tcp_set_keepalive() then starts the timer with
+        # the new idle when SO_KEEPALIVE is set last. UDP, raw and packet sockets refuse a
+        # SOL_TCP option with ENOPROTOOPT, AF_UNIX with EOPNOTSUPP, changing nothing
+        # (tests/test_configure_fast_path.py reads every kind back).
+        tcp_options_first=True,
         notes=(
             "Accepted sockets inherit SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT "
             "and TCP_USER_TIMEOUT from the listening socket.",

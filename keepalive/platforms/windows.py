@@ -113,6 +113,7 @@ class WindowsIoctlPlatform(Platform):
         user_timeout_replaces_count: bool = False,
         fixed: Mapping[Setting, float | int] | None = None,
         notes: tuple[str, ...] = (),
+        tcp_options_first: bool = False,
         ioctl_control: int = SIO_KEEPALIVE_VALS,
     ) -> None:
         super().__init__(
@@ -127,6 +128,7 @@ class WindowsIoctlPlatform(Platform):
             user_timeout_replaces_count,
             fixed,
             notes,
+            tcp_options_first,
         )
         object.__setattr__(self, "ioctl_control", ioctl_control)
 
@@ -254,6 +256,9 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
                 "TCP_MAXRT = -1 would mean 'retransmit forever'; this library only sets positive "
                 "values.",
             ),
+            # SO_KEEPALIVE stays first (tcp_options_first=False): no source says how Windows
+            # treats TCP_KEEPIDLE set before it, and every peer (Go, socket2, libuv) sets it
+            # first; configure() checks the socket's kind before the first call instead.
         )
     options: dict[Setting, OptionSpec] = {
         "idle": OptionSpec(
