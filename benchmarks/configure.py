@@ -8,8 +8,10 @@ The baseline is what a user writes instead, unrolled, with no user timeout::
     sock.setsockopt(IPPROTO_TCP, TCP_KEEPINTVL, 10)
     sock.setsockopt(IPPROTO_TCP, TCP_KEEPCNT, 5)
 
-- steady state: ``keepalive.configure(sock, cfg)`` with one config reused, against those four
-  lines, in this process. Goal: at most 1.10x.
+- steady state: ``configure(sock, cfg)`` with one config reused, against those four lines, in
+  this process. Goal: at most 1.10x, judged both for ``from keepalive import configure`` (the
+  goal's own spelling) and for ``keepalive.configure(...)``, which pays about 2 % more for
+  the attribute load on a package that defines ``__getattr__``.
 - first use: a fresh ``python -c`` that runs ``import socket, keepalive`` and one
   ``configure()``, against one that runs ``import socket`` and the four lines. Timed inside
   the child (from before ``import socket`` to after the last call) for the extra milliseconds,
@@ -275,9 +277,9 @@ def bench_steady(blocks: int, calls: int, floor: bool) -> dict[str, list[float]]
     contenders: dict[str, Callable[[socket.socket, int, object], float]] = {"by hand": _by_hand}
     if floor:
         contenders.update({name: _step(step) for name, step in FLOOR_STEPS.items()})
-        contenders["configure as a global (from keepalive import)"] = _imported_by_name
         contenders["configure on a module without __getattr__"] = _plain_module_attribute
-    contenders["configure"] = _with_library
+    contenders["configure"] = _imported_by_name  # as the goal is written: configure(sock, cfg)
+    contenders["keepalive.configure"] = _with_library
     times: dict[str, list[float]] = {name: [] for name in contenders}
     try:
         keepalive.configure(client, cfg)  # the first call plans and proves the plan
@@ -384,6 +386,13 @@ def _report_first_use(label: str, runs: dict[str, list[float]], goal: bool) -> N
     print(f"  ratio of whole processes         : {_summary(whole)}")
 
 
+# The goal, "configure(sock, cfg) <= 1.1x", judged on both ways of calling it.
+STEADY_LABELS = {
+    "configure": "configure(sock, cfg) [from keepalive import]",
+    "keepalive.configure": "keepalive.configure(sock, cfg)",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=300, help="steady state: blocks of calls")
@@ -408,12 +417,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'4 setsockopt by hand':46s}: {statistics.median(hand) * 1e6:6.3f}")
     for name, ours in times.items():
         ratios = [o / h for h, o in zip(hand, ours, strict=True)]
-        label = "keepalive.configure(sock, cfg)" if name == "configure" else name
+        label = STEADY_LABELS.get(name, name)
         line = f"  {label:46s}: {statistics.median(ours) * 1e6:6.3f}, ratio {_summary(ratios)}"
-        if name == "configure":
+        if name in STEADY_LABELS:
             verdict = "met" if statistics.median(ratios) <= STEADY_GOAL else "NOT met"
             line += f" (goal <= {STEADY_GOAL:.2f}x)  {verdict}"
         print(line)
+    print(
+        "  (keepalive.configure pays ~2 % more for the attribute load: CPython does not"
+        " specialise it on a module that defines __getattr__)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="keepalive-bench-pyc-") as cache:
         runs = bench_first_use(args.rounds, _child_env(bytecode=True, cache=cache))
