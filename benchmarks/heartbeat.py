@@ -193,7 +193,7 @@ async def _bench_aio(
     def start_monitors() -> list[aio.HeartbeatProtocol]:
         monitors = []
         for reader, writer in streams:
-            aio.wrap(reader, writer, heartbeat=BEAT, ping=PING, pong=PONG)
+            aio.monitor_streams(reader, writer, heartbeat=BEAT, ping=PING, pong=PONG)
             monitor = aio.monitor_of(writer)
             assert monitor is not None
             monitors.append(monitor)

@@ -36,10 +36,10 @@ _EXPORTS: dict[str, str] = {
     "SocketOptionError": "keepalive.errors",
     "UnsupportedOption": "keepalive.errors",
     "Platform": "keepalive.platforms",
-    "SettingResult": "keepalive.platforms",
-    "Status": "keepalive.platforms",
-    "Applied": "keepalive.sockets",
-    "KeepaliveState": "keepalive.sockets",
+    "SettingOutcome": "keepalive.platforms",
+    "SettingStatus": "keepalive.platforms",
+    "ConfigureResult": "keepalive.sockets",
+    "SocketKeepalive": "keepalive.sockets",
     "configure": "keepalive.sockets",
     "inspect": "keepalive.sockets",
     "socket_options": "keepalive.sockets",
@@ -71,7 +71,7 @@ _SUBMODULES = frozenset(
 )
 
 __all__ = [
-    "Applied",
+    "ConfigureResult",
     "Backoff",
     "ConnectFailed",
     "HeartbeatConfig",
@@ -80,12 +80,12 @@ __all__ = [
     "InvalidSocket",
     "KeepaliveConfig",
     "KeepaliveError",
-    "KeepaliveState",
+    "SocketKeepalive",
     "PeerUnresponsive",
     "Platform",
-    "SettingResult",
+    "SettingOutcome",
     "SocketOptionError",
-    "Status",
+    "SettingStatus",
     "SystemDefaults",
     "UnsupportedOption",
     "__version__",
@@ -117,9 +117,15 @@ if TYPE_CHECKING:
     )
     from keepalive.heartbeat import HeartbeatConfig
     from keepalive.installer import install, installed, uninstall
-    from keepalive.platforms import Platform, SettingResult, Status
+    from keepalive.platforms import Platform, SettingOutcome, SettingStatus
     from keepalive.reconnect import Backoff
-    from keepalive.sockets import Applied, KeepaliveState, configure, inspect, socket_options
+    from keepalive.sockets import (
+        ConfigureResult,
+        SocketKeepalive,
+        configure,
+        inspect,
+        socket_options,
+    )
     from keepalive.system import SystemDefaults, system_defaults
 
 

@@ -29,8 +29,8 @@ from keepalive.platforms import (
     Plan,
     Platform,
     SetOption,
-    SettingResult,
-    Status,
+    SettingOutcome,
+    SettingStatus,
     current,
 )
 
@@ -60,11 +60,11 @@ else:
         return value
 
 
-__all__ = ["Applied", "KeepaliveState", "configure", "inspect", "socket_options"]
+__all__ = ["ConfigureResult", "SocketKeepalive", "configure", "inspect", "socket_options"]
 
 
-class Applied(Record):
-    """What `configure` did: one :class:`SettingResult` per requested setting."""
+class ConfigureResult(Record):
+    """What `configure` did: one :class:`SettingOutcome` per requested setting."""
 
     # A frozen dataclass in behaviour, written on keepalive._record.Record (no dataclasses
     # import on configure()'s first use).
@@ -72,52 +72,52 @@ class Applied(Record):
     __match_args__ = ("platform", "results")
 
     platform: str
-    results: tuple[SettingResult, ...]
+    results: tuple[SettingOutcome, ...]
 
-    def __init__(self, platform: str, results: tuple[SettingResult, ...]) -> None:
+    def __init__(self, platform: str, results: tuple[SettingOutcome, ...]) -> None:
         object.__setattr__(self, "platform", platform)
         object.__setattr__(self, "results", results)
 
-    def __getitem__(self, setting: str) -> SettingResult:
+    def __getitem__(self, setting: str) -> SettingOutcome:
         for item in self.results:
             if item.setting == setting:
                 return item
         raise KeyError(setting)
 
-    def __iter__(self) -> Iterator[SettingResult]:
+    def __iter__(self) -> Iterator[SettingOutcome]:
         return iter(self.results)
 
-    def get(self, setting: str) -> SettingResult | None:
+    def get(self, setting: str) -> SettingOutcome | None:
         return next((item for item in self.results if item.setting == setting), None)
 
     @property
-    def idle(self) -> SettingResult | None:
+    def idle(self) -> SettingOutcome | None:
         return self.get("idle")
 
     @property
-    def interval(self) -> SettingResult | None:
+    def interval(self) -> SettingOutcome | None:
         return self.get("interval")
 
     @property
-    def count(self) -> SettingResult | None:
+    def count(self) -> SettingOutcome | None:
         return self.get("count")
 
     @property
-    def user_timeout(self) -> SettingResult | None:
+    def user_timeout(self) -> SettingOutcome | None:
         return self.get("user_timeout")
 
     @property
     def fully_honoured(self) -> bool:
         """True when every setting is stored exactly as requested."""
-        return all(item.status is Status.HONOURED for item in self.results)
+        return all(item.status is SettingStatus.HONOURED for item in self.results)
 
     @property
-    def unsupported(self) -> tuple[SettingResult, ...]:
-        return tuple(item for item in self.results if item.status is Status.UNSUPPORTED)
+    def unsupported(self) -> tuple[SettingOutcome, ...]:
+        return tuple(item for item in self.results if item.status is SettingStatus.UNSUPPORTED)
 
     @property
-    def approximated(self) -> tuple[SettingResult, ...]:
-        return tuple(item for item in self.results if item.status is Status.APPROXIMATED)
+    def approximated(self) -> tuple[SettingOutcome, ...]:
+        return tuple(item for item in self.results if item.status is SettingStatus.APPROXIMATED)
 
     def __str__(self) -> str:
         lines = [f"keepalive on {self.platform}:"]
@@ -125,13 +125,13 @@ class Applied(Record):
             stored = "-" if item.stored is None else f"{item.stored:g}"
             line = f"  {item.setting:<12} requested {item.requested:g}, stored {stored}"
             line += f" ({item.status}{', ' + item.option if item.option else ''})"
-            if item.detail and item.status is not Status.HONOURED:
+            if item.detail and item.status is not SettingStatus.HONOURED:
                 line += f": {item.detail}"
             lines.append(line)
         return "\n".join(lines)
 
 
-class KeepaliveState(Record):
+class SocketKeepalive(Record):
     """Effective keepalive values of one socket, as the kernel reports them.
 
     ``source`` says per setting where the value comes from: ``"socket"`` (read back from the
@@ -301,7 +301,7 @@ def configure(
     count: int | None = None,
     user_timeout: float | None = None,
     platform: Platform | None = None,
-) -> Applied:
+) -> ConfigureResult:
     """Turn on kernel keepalive on ``sock`` and tune it; return what was applied.
 
     ``sock`` is anything with ``fileno()`` (a socket, an ``ssl.SSLSocket``, an asyncio
@@ -364,7 +364,7 @@ def _steady(  # noqa: PLR0917 - configure()'s parameters, see above
     count: int | None = None,
     user_timeout: float | None = None,
     platform: Platform | None = None,
-) -> Applied:
+) -> ConfigureResult:
     if (
         idle is not None
         or interval is not None
@@ -421,7 +421,7 @@ def _with_keywords(  # noqa: PLR0917 - configure()'s parameters
     count: int | None,
     user_timeout: float | None,
     platform: Platform | None,
-) -> Applied:
+) -> ConfigureResult:
     """configure() with its keywords, or the TypeError it raises for a third positional
     argument (the keywords that differ from their defaults are passed on with it)."""
     keywords = {
@@ -449,7 +449,7 @@ _DEFAULTS: dict[str, object] = {
 }
 
 
-def _steady_checked(sock: object, cfg: KeepaliveConfig | None) -> Applied:
+def _steady_checked(sock: object, cfg: KeepaliveConfig | None) -> ConfigureResult:
     """The steady state of a plan that starts with SO_KEEPALIVE (Windows, Solaris, ...): the
     socket's kind is checked first, as the plan was proven on a TCP socket of that family and
     protocol."""
@@ -485,25 +485,35 @@ if not TYPE_CHECKING:  # type checkers keep configure()'s own signature
 
 if TYPE_CHECKING:
     _Call = tuple[int, int, int]
-    _Fast4 = tuple[object, _Call, _Call, _Call, _Call, Applied]
-    _Fast5 = tuple[object, _Call, _Call, _Call, _Call, _Call, Applied]
-    _Checked = tuple[object, int, int, tuple[_Call, ...], Applied]
+    _Fast4 = tuple[object, _Call, _Call, _Call, _Call, ConfigureResult]
+    _Fast5 = tuple[object, _Call, _Call, _Call, _Call, _Call, ConfigureResult]
+    _Checked = tuple[object, int, int, tuple[_Call, ...], ConfigureResult]
 
 # The steady-state entries: the config, its plan's setsockopt arguments and its result, of the
 # last configure() call that could take the fast path (a socket.socket, a config object, no
 # keywords), one entry per kind of plan. Each is one tuple, replaced whole, so that a thread
 # never sees the arguments of one call with the result of another.
 _NO_CALL = (0, 0, 0)
-_fast4: _Fast4 = (object(), _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, Applied("", ()))
-_fast5: _Fast5 = (object(), _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, Applied("", ()))
+_fast4: _Fast4 = (object(), _NO_CALL, _NO_CALL, _NO_CALL, _NO_CALL, ConfigureResult("", ()))
+_fast5: _Fast5 = (
+    object(),
+    _NO_CALL,
+    _NO_CALL,
+    _NO_CALL,
+    _NO_CALL,
+    _NO_CALL,
+    ConfigureResult("", ()),
+)
 #: Plans whose first call is not a TCP-level option, or of another length: (config, proto,
 #: family, arguments, result), for sockets of the family and protocol the plan was proven on.
-_checked: _Checked = (object(), -1, -1, (), Applied("", ()))
+_checked: _Checked = (object(), -1, -1, (), ConfigureResult("", ()))
 _SOCKET = socket.socket
 _SOCK_STREAM = int(socket.SOCK_STREAM)
 
 
-def _remember(cfg: KeepaliveConfig, plan: Plan, applied: Applied, family: int, proto: int) -> None:
+def _remember(
+    cfg: KeepaliveConfig, plan: Plan, applied: ConfigureResult, family: int, proto: int
+) -> None:
     """Keep ``cfg``'s plan, just accepted by the kernel on a TCP socket, for the steady state."""
     global _fast4, _fast5, _checked  # each replaced whole: readers see the old or the new one
     calls = plan.setsockopt_args
@@ -548,12 +558,12 @@ def _platform(platform: object) -> Platform:
     return platform
 
 
-def _plan(target: Platform, config: KeepaliveConfig, strict: bool) -> tuple[Plan, Applied]:
+def _plan(target: Platform, config: KeepaliveConfig, strict: bool) -> tuple[Plan, ConfigureResult]:
     key = (target, config, strict)
     found = _PLANS.get(key)
     if found is None:
         plan = target.plan(config, strict=strict)
-        found = plan, Applied(plan.platform, plan.results)
+        found = plan, ConfigureResult(plan.platform, plan.results)
         if len(_PLANS) >= _PLANS_LIMIT:
             _PLANS.clear()
         _PLANS[key] = found
@@ -562,7 +572,7 @@ def _plan(target: Platform, config: KeepaliveConfig, strict: bool) -> tuple[Plan
 
 # Plans by (platform, config, strict); functools.lru_cache would do, but functools is not
 # loaded yet on every Python (3.10, 3.13) and costs more to import than this dictionary.
-_PLANS: dict[tuple[Platform, KeepaliveConfig, bool], tuple[Plan, Applied]] = {}
+_PLANS: dict[tuple[Platform, KeepaliveConfig, bool], tuple[Plan, ConfigureResult]] = {}
 _PLANS_LIMIT = 256
 
 
@@ -649,7 +659,7 @@ def _restore(sock: SocketLike, applied: list[tuple[SetOption, int | None]]) -> b
 # -- inspect ----------------------------------------------------------------------------------
 
 
-def inspect(sock: object, *, platform: Platform | None = None) -> KeepaliveState:
+def inspect(sock: object, *, platform: Platform | None = None) -> SocketKeepalive:
     """The keepalive values in force on ``sock``, read back from the kernel.
 
     Where this OS cannot read a value back per socket (Windows before 1709, NetBSD), the
@@ -665,7 +675,7 @@ def inspect(sock: object, *, platform: Platform | None = None) -> KeepaliveState
             borrowed.release()
 
 
-def _read_state(sock: SocketLike, target: Platform) -> KeepaliveState:
+def _read_state(sock: SocketLike, target: Platform) -> SocketKeepalive:
     try:
         enabled = bool(sock.getsockopt(target.sol_socket, target.so_keepalive))
     except OSError as exc:
@@ -692,7 +702,7 @@ def _read_state(sock: SocketLike, target: Platform) -> KeepaliveState:
         values[setting] = getattr(defaults, setting)
         # Not readable per socket here: a value set on this socket would not show.
         source[setting] = "system default" if values[setting] is not None else "none"
-    return KeepaliveState(
+    return SocketKeepalive(
         platform=target.name,
         enabled=enabled,
         idle=_float(values["idle"]),

@@ -533,12 +533,12 @@ def test_wrap_existing_client_and_server_streams(echo_server: EchoServer) -> Non
     async def main() -> None:
         # Client side: streams from asyncio.open_connection.
         reader, writer = await asyncio.open_connection(*echo_server.address)
-        assert aio.wrap(reader, writer, heartbeat=heartbeat) == (reader, writer)
+        assert aio.monitor_streams(reader, writer, heartbeat=heartbeat) == (reader, writer)
         hb = monitor(writer)
         await wait_until(lambda: hb.pongs_received >= 3)
         await echo_line(reader, writer)  # the pongs never reach the application
         with pytest.raises(InvalidSetting):
-            aio.wrap(reader, writer, heartbeat=heartbeat)  # already monitored
+            aio.monitor_streams(reader, writer, heartbeat=heartbeat)  # already monitored
         echo_server.pause()
         with pytest.raises(PeerUnresponsive):
             await reader.read(100)
@@ -549,7 +549,7 @@ def test_wrap_existing_client_and_server_streams(echo_server: EchoServer) -> Non
         verdicts: list[BaseException] = []
 
         async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            aio.wrap(r, w, heartbeat=heartbeat, ping=b"ping\n", pong=b"pong\n")
+            aio.monitor_streams(r, w, heartbeat=heartbeat, ping=b"ping\n", pong=b"pong\n")
             try:
                 while await r.read(100):
                     pass

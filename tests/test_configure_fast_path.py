@@ -366,9 +366,9 @@ def _plan_with(calls: list[tuple[int, int, int]]) -> Plan:
 
 def _install(
     monkeypatch: pytest.MonkeyPatch, cfg: keepalive.KeepaliveConfig, plan: Plan
-) -> keepalive.Applied:
+) -> keepalive.ConfigureResult:
     """Make ``plan`` the steady state for ``cfg``, as configure() would after a success."""
-    applied = keepalive.Applied("Linux", ())
+    applied = keepalive.ConfigureResult("Linux", ())
     monkeypatch.setitem(keepalive.sockets._PLANS, (current(), cfg, True), (plan, applied))
     # As proven on a socket from create_connection(), whose protocol is IPPROTO_TCP.
     keepalive.sockets._remember(cfg, plan, applied, socket.AF_INET, TCP)
@@ -505,7 +505,7 @@ def test_configure_keeps_its_signature_and_argument_errors() -> None:
     )
     assert keepalive.configure.__name__ == "configure"
     assert "Turn on kernel keepalive" in (keepalive.configure.__doc__ or "")
-    assert typing.get_type_hints(keepalive.configure)["return"] is keepalive.Applied
+    assert typing.get_type_hints(keepalive.configure)["return"] is keepalive.ConfigureResult
     _primed(CFG)
     with socket.socket() as sock:
         with pytest.raises(

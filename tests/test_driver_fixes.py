@@ -74,7 +74,9 @@ def test_asyncio_refuses_a_huge_interval_before_touching_the_streams() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         protocol = writer.transport.get_protocol()
         with pytest.raises(InvalidSetting):
-            aio.wrap(reader, writer, heartbeat=HeartbeatConfig(interval=1e308, timeout=1))
+            aio.monitor_streams(
+                reader, writer, heartbeat=HeartbeatConfig(interval=1e308, timeout=1)
+            )
         assert writer.transport.get_protocol() is protocol
         writer.close()
         listener.close()

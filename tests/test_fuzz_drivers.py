@@ -368,7 +368,7 @@ def test_every_accepted_config_works_in_every_driver(
         inner = asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop)
         aio.HeartbeatProtocol(inner, config)
         reader, writer = await streams(peer.port)
-        aio.wrap(reader, writer, heartbeat=config)
+        aio.monitor_streams(reader, writer, heartbeat=config)
         await asyncio.sleep(0.02)
         assert not writer.transport.is_closing(), "the heartbeat broke the streams"
         writer.transport.abort()
@@ -511,7 +511,7 @@ def test_sync_supervisor(
 
 
 # ---------------------------------------------------------------------------------------------
-# asyncio: open_connection, wrap, monitor, HeartbeatProtocol, Supervisor
+# asyncio: open_connection, monitor_streams, monitor, HeartbeatProtocol, Supervisor
 
 
 def run_bounded(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -603,7 +603,7 @@ def transport_state(transport: asyncio.BaseTransport) -> tuple[object, ...]:
 
 @FUZZ
 @given(
-    kwargs=arguments(aio.wrap, WRAP_GOOD),
+    kwargs=arguments(aio.monitor_streams, WRAP_GOOD),
     reader_junk=st.one_of(st.none(), JUNK),
     writer_junk=st.one_of(st.none(), JUNK),
 )
@@ -617,7 +617,7 @@ def test_aio_wrap(
         before = transport_state(writer.transport)
         use_reader = reader if reader_junk is None else reader_junk
         use_writer = writer if writer_junk is None else writer_junk
-        _, refused = outcome(lambda: aio.wrap(use_reader, use_writer, **kwargs))  # type: ignore[arg-type]
+        _, refused = outcome(lambda: aio.monitor_streams(use_reader, use_writer, **kwargs))  # type: ignore[arg-type]
         if refused is not None:
             check_refusal(refused, kwargs)
             assert transport_state(writer.transport) == before, f"refused ({refused!r}), changed"

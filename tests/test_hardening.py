@@ -610,7 +610,7 @@ def test_fuzz_configure_refused_calls_change_nothing(
     if isinstance(outcome, KeepaliveError):
         assert after == before, f"a refused configure() changed the socket: {outcome!r}"
     else:
-        assert isinstance(outcome, keepalive.Applied)
+        assert isinstance(outcome, keepalive.ConfigureResult)
         assert after["SO_KEEPALIVE"] == 1
         assert (after["os blocking"], after["timeout"]) == (before["os blocking"], mode)
         restore(connected, before)

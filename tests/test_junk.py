@@ -147,7 +147,7 @@ def tcp_socket() -> Iterator[socket.socket]:
 
 def assert_success_is_consistent(sock: socket.socket, applied: object) -> None:
     """When junk turned out to be a valid setting, the kernel holds what was reported."""
-    assert isinstance(applied, keepalive.Applied)
+    assert isinstance(applied, keepalive.ConfigureResult)
     raw = snapshot(sock)
     assert raw["SO_KEEPALIVE"] == 1
     for item in applied:

@@ -33,13 +33,13 @@ from hypothesis import strategies as st
 
 import keepalive
 from keepalive import (
-    Applied,
+    ConfigureResult,
     InvalidSetting,
     InvalidSocket,
     KeepaliveConfig,
     KeepaliveError,
+    SettingStatus,
     SocketOptionError,
-    Status,
 )
 from keepalive.platforms import Platform
 from keepalive.platforms import linux as linux_platform
@@ -112,7 +112,7 @@ def expected_native(cfg: KeepaliveConfig) -> dict[str, int]:
 
 
 def assert_applied_matches_kernel(
-    applied: Applied, cfg: KeepaliveConfig, raw: dict[str, int]
+    applied: ConfigureResult, cfg: KeepaliveConfig, raw: dict[str, int]
 ) -> None:
     """The result reports, per requested setting, exactly what the kernel now holds."""
     assert applied.platform == "Linux"
@@ -130,9 +130,9 @@ def assert_applied_matches_kernel(
         assert result.stored is not None
         assert result.stored > 0
         if result.stored == value:
-            assert result.status is Status.HONOURED, result
+            assert result.status is SettingStatus.HONOURED, result
         else:
-            assert result.status is Status.APPROXIMATED, result
+            assert result.status is SettingStatus.APPROXIMATED, result
             assert result.detail, "an approximation is explained"
     assert applied.fully_honoured == all(item.stored == item.requested for item in applied)
 
@@ -416,7 +416,7 @@ def test_tls_wrapped_socket(self_signed_cert: tuple[Path, Path]) -> None:
 def test_asyncio_transport_socket() -> None:
     cfg = KeepaliveConfig(idle=12, interval=2.5, count=6, user_timeout=0.25)
 
-    async def scenario() -> tuple[Applied, dict[str, int], bytes, Any]:
+    async def scenario() -> tuple[ConfigureResult, dict[str, int], bytes, Any]:
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             writer.write(await reader.read(64))
             await writer.drain()

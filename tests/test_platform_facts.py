@@ -19,7 +19,7 @@ import pytest
 from fakes import DARWIN_PY39, DARWIN_PY310, DARWIN_PY_OLD_SDK, FakeSocket, platform_for
 
 import keepalive
-from keepalive import InvalidSetting, KeepaliveConfig, Status, UnsupportedOption
+from keepalive import InvalidSetting, KeepaliveConfig, SettingStatus, UnsupportedOption
 from keepalive.platforms import catalog, darwin, windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ def test_darwin_12_lenient_never_sends_keepintvl_or_keepcnt(namespace: object) -
     assert sock.writes() == [tcp(0x80, 110), tcp(0x10, 60), SO_ON]
     assert all(write[2] not in (0x101, 0x102) for write in sock.writes())
     for setting in ("interval", "count"):
-        assert applied[setting].status is Status.UNSUPPORTED
+        assert applied[setting].status is SettingStatus.UNSUPPORTED
         assert applied[setting].stored is None
         assert "Darwin 12" in applied[setting].detail
     assert applied["idle"].honoured
@@ -172,7 +172,7 @@ def test_old_solaris_lenient_reports_an_oversized_threshold_as_not_honoured() ->
     assert sock.writes() == [SO_ON, tcp(0x16, 60000), tcp(0x11, 110000)]
     for setting in ("interval", "count"):
         result = applied[setting]
-        assert result.status is Status.UNSUPPORTED
+        assert result.status is SettingStatus.UNSUPPORTED
         assert not result.honoured
         assert result.stored is None
         assert "675 s" in result.detail

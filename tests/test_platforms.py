@@ -34,8 +34,8 @@ import keepalive.sockets as keepalive_sockets
 from keepalive import (
     InvalidSetting,
     KeepaliveConfig,
+    SettingStatus,
     SocketOptionError,
-    Status,
     UnsupportedOption,
 )
 from keepalive.platforms import Platform, SetOption, bsd, catalog, darwin, solaris, windows
@@ -192,9 +192,9 @@ def test_macos_before_10_8_has_no_interval_or_count() -> None:
     applied = keepalive.configure(sock, NO_USER_TIMEOUT, platform=platform, strict=False)
     assert sock.writes() == [tcp(0x10, 60), SO_ON]
     assert [item.status for item in applied] == [
-        Status.HONOURED,
-        Status.UNSUPPORTED,
-        Status.UNSUPPORTED,
+        SettingStatus.HONOURED,
+        SettingStatus.UNSUPPORTED,
+        SettingStatus.UNSUPPORTED,
     ]
 
 
@@ -210,7 +210,7 @@ def test_macos_rounds_fractions_up_to_whole_seconds_never_to_zero() -> None:
     sock = FakeSocket()
     applied = keepalive.configure(sock, idle=1.2, interval=0.001, count=3, platform=platform)
     assert sock.writes()[:2] == [tcp(0x10, 2), tcp(0x101, 1)]
-    assert applied["idle"].status is Status.APPROXIMATED
+    assert applied["idle"].status is SettingStatus.APPROXIMATED
     assert applied["idle"].stored == 2
     assert "TCP_KEEPALIVE" in applied["idle"].detail
     assert "2 s" in applied["idle"].detail
@@ -244,7 +244,7 @@ def test_windows_ioctl_lenient_reports_the_fixed_count_as_approximated() -> None
     )
     assert sock.writes() == [SO_ON, ("ioctl", 0, SIO, (1, 60000, 10000))]
     count = applied["count"]
-    assert (count.status, count.requested, count.stored) == (Status.APPROXIMATED, 5, 10)
+    assert (count.status, count.requested, count.stored) == (SettingStatus.APPROXIMATED, 5, 10)
     assert applied["idle"].honoured
     assert applied["interval"].honoured
 
@@ -260,7 +260,7 @@ def test_windows_ioctl_always_sends_every_field_in_milliseconds_rounded_up() -> 
     )
     assert sock.writes()[-1] == ("ioctl", 0, SIO, (1, 1, 1001))
     assert applied["idle"].stored == 0.001
-    assert applied["interval"].status is Status.APPROXIMATED
+    assert applied["interval"].status is SettingStatus.APPROXIMATED
 
 
 def test_windows_1703_sets_keepcnt_after_the_ioctl_as_go_and_socket2_do() -> None:
@@ -361,7 +361,7 @@ def test_freebsd_user_timeout_needs_14_strict_raises_lenient_skips() -> None:
     assert raised.value.setting == "user_timeout"
     assert sock.calls == []
     applied = keepalive.configure(sock, FULL, platform=platform, strict=False)
-    assert applied["user_timeout"].status is Status.UNSUPPORTED
+    assert applied["user_timeout"].status is SettingStatus.UNSUPPORTED
     assert all(write[2] != 68 for write in sock.writes())
 
 
@@ -396,7 +396,7 @@ def test_netbsd_values_are_half_second_ticks_rounded_up() -> None:
     )
     assert sock.writes()[:2] == [tcp(3, 1), tcp(5, 5)]
     assert (applied["idle"].stored, applied["interval"].stored) == (0.5, 2.5)
-    assert applied["idle"].status is Status.APPROXIMATED
+    assert applied["idle"].status is SettingStatus.APPROXIMATED
     assert "1/2 s" in applied["idle"].detail
 
 
@@ -412,9 +412,9 @@ def test_openbsd_strict_refuses_and_lenient_only_turns_keepalive_on() -> None:
     statuses = {item.setting: item.status for item in applied}
     # The probe count is fixed at 8 on OpenBSD, so asking for 8 is honoured.
     assert statuses == {
-        "idle": Status.UNSUPPORTED,
-        "interval": Status.UNSUPPORTED,
-        "count": Status.HONOURED,
+        "idle": SettingStatus.UNSUPPORTED,
+        "interval": SettingStatus.UNSUPPORTED,
+        "count": SettingStatus.HONOURED,
     }
     assert keepalive.socket_options(platform=platform, strict=False) == [(SOL, 0x8, 1)]
 
@@ -462,7 +462,7 @@ def test_old_solaris_reports_interval_and_count_as_approximated() -> None:
     applied = keepalive.configure(FakeSocket(), FULL, platform=platform_for("Solaris before 11.4"))
     for setting in ("interval", "count"):
         result = applied[setting]
-        assert result.status is Status.APPROXIMATED
+        assert result.status is SettingStatus.APPROXIMATED
         assert result.option == "TCP_KEEPALIVE_ABORT_THRESHOLD"
         assert "interval x count = 50 s" in result.detail
     assert platform_for("Solaris before 11.4").detection_bound(FULL) == 110
@@ -746,7 +746,7 @@ def test_plans_results_and_specs_keep_their_semantics() -> None:
     assert result == dataclasses.replace(result)
     assert hash(result) == hash(dataclasses.replace(result))
     assert result != dataclasses.replace(result, detail="other")
-    assert repr(result).startswith("SettingResult(setting='idle', requested=60.0, stored=60")
+    assert repr(result).startswith("SettingOutcome(setting='idle', requested=60.0, stored=60")
     spec = linux.options["idle"]
     assert dataclasses.asdict(spec)["name"] == "TCP_KEEPIDLE"
     assert spec == dataclasses.replace(spec)
@@ -754,7 +754,7 @@ def test_plans_results_and_specs_keep_their_semantics() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             value.name = "x"  # type: ignore[misc, union-attr]
         assert pickle.loads(pickle.dumps(value)) == value
-    applied = keepalive.Applied(plan.platform, plan.results)
+    applied = keepalive.ConfigureResult(plan.platform, plan.results)
     assert pickle.loads(pickle.dumps(applied)) == applied
     assert applied.idle == result
     assert applied.fully_honoured

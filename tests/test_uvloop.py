@@ -56,7 +56,7 @@ def test_open_connection_monitor_of_and_stats_on_uvloop(echo_server: EchoServer)
 def test_wrap_and_monitor_transport_on_uvloop(echo_server: EchoServer) -> None:
     async def main() -> None:
         reader, writer = await asyncio.open_connection(*echo_server.address)
-        aio.wrap(reader, writer, heartbeat=HeartbeatConfig(0.05, 1))
+        aio.monitor_streams(reader, writer, heartbeat=HeartbeatConfig(0.05, 1))
         monitor = aio.monitor_of(writer.transport)
         assert isinstance(monitor, aio.HeartbeatProtocol)
         await asyncio.sleep(0.3)

@@ -1,6 +1,6 @@
 """Heartbeats for asyncio: streams and protocols, one timer per event loop for all of them.
 
-* :func:`open_connection`, :func:`wrap`, :func:`monitor` and
+* :func:`open_connection`, :func:`monitor_streams`, :func:`monitor` and
   :class:`HeartbeatProtocol` (module :mod:`keepalive.aio.connection`) put a heartbeat on a
   connection;
 * :class:`Supervisor` (module :mod:`keepalive.aio.supervisor`) keeps one connection up and
@@ -14,7 +14,7 @@ does not).
 from __future__ import annotations
 
 from keepalive.aio.connection import (
-    DEFAULT_LIMIT,
+    DEFAULT_STREAM_LIMIT,
     HeartbeatProtocol,
     OnDead,
     PingHold,
@@ -23,14 +23,14 @@ from keepalive.aio.connection import (
     SchedulerStats,
     monitor,
     monitor_of,
+    monitor_streams,
     open_connection,
     scheduler_stats,
-    wrap,
 )
 from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 
 __all__ = [
-    "DEFAULT_LIMIT",
+    "DEFAULT_STREAM_LIMIT",
     "HeartbeatProtocol",
     "OnDead",
     "PingHold",
@@ -43,5 +43,5 @@ __all__ = [
     "monitor",
     "open_connection",
     "scheduler_stats",
-    "wrap",
+    "monitor_streams",
 ]

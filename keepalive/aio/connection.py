@@ -19,7 +19,7 @@ Three ways in, one piece of code (:class:`HeartbeatProtocol`) behind all of them
 
 * :func:`open_connection`: like :func:`asyncio.open_connection`, with a heartbeat (and
   keepalive before the SYN, every address tried, retries, per-attempt connect timeouts);
-* :func:`wrap`: start a heartbeat on streams that already exist;
+* :func:`monitor_streams`: start a heartbeat on streams that already exist;
 * :class:`HeartbeatProtocol` / :func:`monitor`: for ``asyncio.Protocol`` users.
 
 :class:`~keepalive.aio.Supervisor` (in :mod:`keepalive.aio.supervisor`) keeps one such
@@ -31,7 +31,7 @@ Design (what a reader of the code needs to know):
   application's protocol (for streams, the :class:`asyncio.StreamReaderProtocol`). Every chunk
   the transport delivers first tells the core that the peer is alive and goes through the pong
   matcher; only the application's bytes are passed on. :func:`open_connection` creates it
-  as the transport's protocol; :func:`wrap` and :func:`monitor` interpose it with
+  as the transport's protocol; :func:`monitor_streams` and :func:`monitor` interpose it with
   ``transport.set_protocol()``. It is a :class:`asyncio.BufferedProtocol`: transports read
   into one buffer per event loop, shared by all its monitors (reads are synchronous, so it
   is never in use twice), and only the bytes read are copied out. That spares every read
@@ -144,10 +144,10 @@ except ImportError:  # pragma: no cover - Windows: readability is asked with sel
 if TYPE_CHECKING:
     import socket
 
-    from keepalive.sockets import Applied
+    from keepalive.sockets import ConfigureResult
 
 __all__ = [
-    "DEFAULT_LIMIT",
+    "DEFAULT_STREAM_LIMIT",
     "HeartbeatProtocol",
     "OnDead",
     "PingHold",
@@ -158,7 +158,7 @@ __all__ = [
     "monitor",
     "open_connection",
     "scheduler_stats",
-    "wrap",
+    "monitor_streams",
 ]
 
 logger = logging.getLogger("keepalive.aio")
@@ -170,7 +170,7 @@ logging.getLogger("keepalive").addHandler(logging.NullHandler())
 OnDead: TypeAlias = Callable[["HeartbeatProtocol", PeerUnresponsive], object]
 """Called once with the error when the peer is declared dead; may return an awaitable."""
 
-DEFAULT_LIMIT: Final = 2**16
+DEFAULT_STREAM_LIMIT: Final = 2**16
 """The StreamReader buffer limit :func:`asyncio.open_connection` uses too (64 KiB)."""
 
 _DEFAULT_PING: Final = b"PING\n"
@@ -1037,7 +1037,7 @@ def monitor(
     return monitor
 
 
-def wrap(
+def monitor_streams(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     *,
@@ -1084,7 +1084,7 @@ async def open_connection(
     on_dead: OnDead | None = None,
     retry: RetryPolicy | None = None,
     connect_timeout: float | None = None,
-    limit: int = DEFAULT_LIMIT,
+    limit: int = DEFAULT_STREAM_LIMIT,
     **kwargs: object,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """:func:`asyncio.open_connection` with kernel keepalive, retries and an application
@@ -1278,7 +1278,7 @@ async def _connect_once(
     return transport
 
 
-def _configure_kernel(transport: asyncio.BaseTransport, config: KeepaliveConfig) -> Applied:
+def _configure_kernel(transport: asyncio.BaseTransport, config: KeepaliveConfig) -> ConfigureResult:
     from keepalive.sockets import configure  # noqa: PLC0415 - only when kernel keepalive is asked
 
     if not isinstance(config, KeepaliveConfig):

@@ -380,7 +380,7 @@ class Supervisor:
         name: str | None = None,
         ssl: SSLContext | None = None,
         server_hostname: str | None = None,
-        limit: int = aio.DEFAULT_LIMIT,
+        limit: int = aio.DEFAULT_STREAM_LIMIT,
     ) -> None:
         self._options = options = SupervisorOptions.check(
             address,

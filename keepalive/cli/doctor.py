@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         MiddleboxTimeout,
         NetworkHint,
     )
-    from keepalive.sockets import KeepaliveState
+    from keepalive.sockets import SocketKeepalive
 
 __all__ = [
     "DESCRIPTION",
@@ -124,7 +124,7 @@ class DoctorReport:
     platform: Platform
     defaults: SystemDefaults
     elsewhere: list[tuple[str, Platform]]
-    fresh: KeepaliveState | None
+    fresh: SocketKeepalive | None
     fresh_error: str | None
     facts: HostFacts
     hints: list[NetworkHint]
@@ -304,7 +304,7 @@ def collect_host_environment() -> HostEnvironment:
     )
 
 
-def _measure_fresh_socket() -> tuple[KeepaliveState | None, str | None]:
+def _measure_fresh_socket() -> tuple[SocketKeepalive | None, str | None]:
     """Keepalive as the kernel reports it on a brand-new TCP socket (nothing is sent)."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as fresh:

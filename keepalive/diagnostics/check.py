@@ -32,7 +32,7 @@ from keepalive.sockets import configure, inspect
 
 if TYPE_CHECKING:
     from keepalive.heartbeat import HeartbeatConfig
-    from keepalive.sockets import Applied, KeepaliveState
+    from keepalive.sockets import ConfigureResult, SocketKeepalive
 
 __all__ = [
     "CheckEvent",
@@ -412,7 +412,7 @@ def _connect(
 
 
 def _read_back(
-    options: CheckOptions, applied: Applied, state: KeepaliveState
+    options: CheckOptions, applied: ConfigureResult, state: SocketKeepalive
 ) -> list[SettingCheck]:
     checks: list[SettingCheck] = []
     for setting in SETTINGS:

@@ -21,8 +21,8 @@ from keepalive.platforms._base import (
     Platform,
     SetOption,
     Setting,
-    SettingResult,
-    Status,
+    SettingOutcome,
+    SettingStatus,
 )
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
@@ -39,8 +39,8 @@ __all__ = [
     "Platform",
     "SetOption",
     "Setting",
-    "SettingResult",
-    "Status",
+    "SettingOutcome",
+    "SettingStatus",
     "current",
     "detect",
 ]

@@ -43,8 +43,8 @@ __all__ = [
     "Platform",
     "SetOption",
     "Setting",
-    "SettingResult",
-    "Status",
+    "SettingOutcome",
+    "SettingStatus",
 ]
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ _UNIT_NAMES = {1: "s", 1000: "ms"}
 # so that `import dataclasses` (and the code it generates) stays off configure()'s first use.
 
 
-class Status(str, enum.Enum):
+class SettingStatus(str, enum.Enum):
     """How a requested setting fared on a platform."""
 
     HONOURED = "honoured"  # stored exactly as requested
@@ -205,7 +205,7 @@ class IoctlCall(Record):
 Operation = SetOption | IoctlCall
 
 
-class SettingResult(Record):
+class SettingOutcome(Record):
     """What happened to one requested setting.
 
     ``requested`` is what the config asked for, ``stored`` what the OS keeps (in seconds, or
@@ -219,7 +219,7 @@ class SettingResult(Record):
     setting: Setting
     requested: float | int
     stored: float | int | None
-    status: Status
+    status: SettingStatus
     option: str | None
     detail: str
 
@@ -228,7 +228,7 @@ class SettingResult(Record):
         setting: Setting,
         requested: float | int,
         stored: float | int | None,
-        status: Status,
+        status: SettingStatus,
         option: str | None = None,
         detail: str = "",
     ) -> None:
@@ -242,7 +242,7 @@ class SettingResult(Record):
 
     @property
     def honoured(self) -> bool:
-        return self.status is Status.HONOURED
+        return self.status is SettingStatus.HONOURED
 
 
 class Plan(Record):
@@ -254,7 +254,7 @@ class Plan(Record):
 
     platform: str
     operations: tuple[Operation, ...]
-    results: tuple[SettingResult, ...]
+    results: tuple[SettingOutcome, ...]
     #: ``(level, optname, value)`` for each operation when all are setsockopt calls, else None.
     setsockopt_args: tuple[tuple[int, int, int], ...] | None
 
@@ -262,7 +262,7 @@ class Plan(Record):
         self,
         platform: str,
         operations: tuple[Operation, ...],
-        results: tuple[SettingResult, ...],
+        results: tuple[SettingOutcome, ...],
     ) -> None:
         setattr_ = object.__setattr__
         setattr_(self, "platform", platform)
@@ -273,7 +273,7 @@ class Plan(Record):
         )
         setattr_(self, "setsockopt_args", args if len(args) == len(operations) else None)
 
-    def result(self, setting: Setting) -> SettingResult | None:
+    def result(self, setting: Setting) -> SettingOutcome | None:
         for item in self.results:
             if item.setting == setting:
                 return item
@@ -415,7 +415,7 @@ class Platform(Record):
         raise :class:`UnsupportedOption` when ``strict``, else are reported as unsupported.
         """
         operations: list[Operation] = []
-        results: list[SettingResult] = []
+        results: list[SettingOutcome] = []
         self._plan_options(cfg, strict, operations, results)
         keepalive_on = SetOption(self.sol_socket, self.so_keepalive, 1, "SO_KEEPALIVE")
         tcp = [
@@ -443,7 +443,7 @@ class Platform(Record):
         cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
-        results: list[SettingResult],
+        results: list[SettingOutcome],
     ) -> None:
         for setting in SETTINGS:
             requested = getattr(cfg, setting)
@@ -473,30 +473,34 @@ class Platform(Record):
         return native
 
     @staticmethod
-    def outcome(spec: OptionSpec, requested: float | int, native: int) -> SettingResult:
+    def outcome(spec: OptionSpec, requested: float | int, native: int) -> SettingOutcome:
         stored = spec.decode(native)
         if stored == requested:
-            return SettingResult(spec.setting, requested, stored, Status.HONOURED, spec.name)
-        return SettingResult(
+            return SettingOutcome(
+                spec.setting, requested, stored, SettingStatus.HONOURED, spec.name
+            )
+        return SettingOutcome(
             spec.setting,
             requested,
             stored,
-            Status.APPROXIMATED,
+            SettingStatus.APPROXIMATED,
             spec.name,
             f"{spec.name} is in {spec.unit}: {_fmt(requested)} s stored as {_fmt(stored)} s",
         )
 
-    def missing(self, setting: Setting, requested: float | int, strict: bool) -> SettingResult:
+    def missing(self, setting: Setting, requested: float | int, strict: bool) -> SettingOutcome:
         """The result for a setting without a per-socket option (or raise when strict)."""
         reason = self.unsupported.get(setting, "no per-socket option")
         fixed = self.fixed.get(setting)
         if fixed is not None and fixed == requested:
-            return SettingResult(setting, requested, fixed, Status.HONOURED, None, reason)
+            return SettingOutcome(setting, requested, fixed, SettingStatus.HONOURED, None, reason)
         if strict:
             raise UnsupportedOption(setting, self.name, reason)
         if fixed is not None:
-            return SettingResult(setting, requested, fixed, Status.APPROXIMATED, None, reason)
-        return SettingResult(setting, requested, None, Status.UNSUPPORTED, None, reason)
+            return SettingOutcome(
+                setting, requested, fixed, SettingStatus.APPROXIMATED, None, reason
+            )
+        return SettingOutcome(setting, requested, None, SettingStatus.UNSUPPORTED, None, reason)
 
     # -- what a config means here -----------------------------------------------------------
 

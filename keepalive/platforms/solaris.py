@@ -23,8 +23,8 @@ from keepalive.platforms._base import (
     OptionSpec,
     Platform,
     SetOption,
-    SettingResult,
-    Status,
+    SettingOutcome,
+    SettingStatus,
 )
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
@@ -177,7 +177,7 @@ class ProductCheckedPlatform(Platform):
         cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
-        results: list[SettingResult],
+        results: list[SettingOutcome],
     ) -> None:
         interval = self.options.get("interval")
         if interval is not None and "count" in self.options:
@@ -242,7 +242,7 @@ class ThresholdPlatform(Platform):
         cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
-        results: list[SettingResult],
+        results: list[SettingOutcome],
     ) -> None:
         idle_spec, abort_spec = self.options["idle"], self.abort_spec
         if abort_spec is None:
@@ -279,7 +279,7 @@ class ThresholdPlatform(Platform):
                 "first unanswered probe, but probes are retransmitted with backoff, not every "
                 "interval"
             )
-            status = Status.APPROXIMATED
+            status = SettingStatus.APPROXIMATED
             stored_interval: float | None = cfg.interval
             stored_count: int | None = cfg.count
         else:
@@ -289,14 +289,14 @@ class ThresholdPlatform(Platform):
                 f"hold ({allowed}; Oracle documents 0 to 8 minutes): not set, the system's "
                 f"_keepalive_abort_interval applies ({DEFAULT_ABORT_SECONDS} s by default)"
             )
-            status, stored_interval, stored_count = Status.UNSUPPORTED, None, None
+            status, stored_interval, stored_count = SettingStatus.UNSUPPORTED, None, None
         results.append(
-            SettingResult(
+            SettingOutcome(
                 "interval", cfg.interval, stored_interval, status, abort_spec.name, detail
             )
         )
         results.append(
-            SettingResult("count", cfg.count, stored_count, status, abort_spec.name, detail)
+            SettingOutcome("count", cfg.count, stored_count, status, abort_spec.name, detail)
         )
         if cfg.user_timeout is not None:
             spec = self.options["user_timeout"]
@@ -308,7 +308,7 @@ class ThresholdPlatform(Platform):
         """As for every platform, except when interval x count was too large to set: then the
         system's abort interval (its documented default) follows the first probe."""
         result = self.plan(cfg, strict=False).result("interval")
-        if result is not None and result.status is Status.UNSUPPORTED:
+        if result is not None and result.status is SettingStatus.UNSUPPORTED:
             return self._effective(cfg, "idle") + DEFAULT_ABORT_SECONDS
         return super().detection_bound(cfg)
 

@@ -28,7 +28,7 @@ from keepalive.platforms._base import (
     Platform,
     SetOption,
     Setting,
-    SettingResult,
+    SettingOutcome,
 )
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
@@ -137,14 +137,14 @@ class WindowsIoctlPlatform(Platform):
         cfg: KeepaliveValues,
         strict: bool,
         operations: list[Operation],
-        results: list[SettingResult],
+        results: list[SettingOutcome],
     ) -> None:
         idle_spec, interval_spec = self.options["idle"], self.options["interval"]
         # Both fields are always sent: a config always has both, so interval alone never
         # leaves idle at the ioctl's zero (which Windows would take literally).
         idle_ms = self.check_range(idle_spec, cfg.idle)
         interval_ms = self.check_range(interval_spec, cfg.interval)
-        outcome: dict[Setting, SettingResult] = {
+        outcome: dict[Setting, SettingOutcome] = {
             "idle": self.outcome(idle_spec, cfg.idle, idle_ms),
             "interval": self.outcome(interval_spec, cfg.interval, interval_ms),
         }
