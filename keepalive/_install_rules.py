@@ -20,6 +20,7 @@ Destination patterns (``only=`` and ``exclude=``)::
 from __future__ import annotations
 
 from keepalive._record import Record
+from keepalive._validate import PORT_MAX
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType
 
@@ -57,7 +58,6 @@ EXCLUDED = "excluded destination"
 NO_RULE = "no rule matched"
 APP_SET = "set by the application"
 
-_PORT_MAX = 65535
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._*?")
 
 
@@ -126,7 +126,7 @@ def parse_pattern(text: object, *, field: str = "only") -> Pattern:
     if not stripped:
         raise InvalidSetting(field, text, allowed, hint="empty pattern")
     host, ports = _split_port(stripped, field, allowed)
-    low, high = (1, _PORT_MAX) if ports is None else _parse_ports(ports, field, stripped)
+    low, high = (1, PORT_MAX) if ports is None else _parse_ports(ports, field, stripped)
     if host == "*":
         return Pattern(stripped, None, None, low, high)
     network = _parse_network(host, field, stripped)
@@ -154,14 +154,14 @@ def _split_port(text: str, field: str, allowed: str) -> tuple[str, str | None]:
 
 
 def _parse_ports(text: str, field: str, pattern: str) -> tuple[int, int]:
-    allowed = f"a port or a range LOW-HIGH within 1..{_PORT_MAX}"
+    allowed = f"a port or a range LOW-HIGH within 1..{PORT_MAX}"
     low_text, dash, high_text = text.partition("-")
     try:
         low = int(low_text, 10)
         high = int(high_text, 10) if dash else low
     except ValueError:
         raise InvalidSetting(field, pattern, allowed, hint=f"port {text!r}") from None
-    if not 1 <= low <= high <= _PORT_MAX:
+    if not 1 <= low <= high <= PORT_MAX:
         raise InvalidSetting(field, pattern, allowed, hint=f"port {text!r}")
     return low, high
 

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Mapping
 
+from keepalive._validate import PORT_MAX
 from keepalive.cli._output import UsageError
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting
@@ -87,8 +88,8 @@ def port_arg(text: str) -> int:
         port = int(text, 10)
     except ValueError:
         port = -1
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 1..65535, got {text!r}")
+    if not 1 <= port <= PORT_MAX:
+        raise argparse.ArgumentTypeError(f"expected a port number 1..{PORT_MAX}, got {text!r}")
     return port
 
 
