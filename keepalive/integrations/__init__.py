@@ -14,6 +14,9 @@ httpx / httpcore    :func:`httpx_transport`, :func:`httpx_async_transport`
 aiohttp >= 3.12     :func:`aiohttp_socket_factory`, :func:`aiohttp_connector`
 redis-py            :func:`redis_kwargs` (``redis.Redis(**redis_kwargs(cfg))``)
 libpq / psycopg     :func:`libpq_params`, :func:`libpq_conninfo`
+asyncpg             :mod:`keepalive.integrations.asyncpg` (``connection_class(cfg)``)
+paramiko            :mod:`keepalive.integrations.paramiko` (``server_alive(client, hb)``:
+                    OpenSSH's ServerAliveInterval/CountMax)
 ==================  ==============================================================
 
 Third-party modules are imported inside the helpers that need them, never at import time; a
