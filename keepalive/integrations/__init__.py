@@ -17,6 +17,9 @@ libpq / psycopg     :func:`libpq_params`, :func:`libpq_conninfo`
 asyncpg             :mod:`keepalive.integrations.asyncpg` (``connection_class(cfg)``)
 paramiko            :mod:`keepalive.integrations.paramiko` (``server_alive(client, hb)``:
                     OpenSSH's ServerAliveInterval/CountMax)
+grpcio              :mod:`keepalive.integrations.grpc` (``channel_options``, ``server_options``)
+websockets          :mod:`keepalive.integrations.websockets` (``ping_kwargs``,
+                    ``connect_socket_async``)
 ==================  ==============================================================
 
 Third-party modules are imported inside the helpers that need them, never at import time; a
