@@ -229,9 +229,11 @@ class _Story:
             timeline.say("NAT", "** loses the server; its kernel still ACKs probes **")
             last_established = self.watch_kernel(plain, frozen_at)
             _sleep_until(timeline, frozen_at + WATCH_FOR + 0.5)
-            proxy.forward()
+            # Told before forward(): an attempt already waiting for HELLO may heal at once,
+            # and the story (and its "reconnected N s after") must not run backwards.
             back_at = timeline.now()
             timeline.say("NAT", "** the server is back: bytes cross again **")
+            proxy.forward()
             self.healed.wait(timeout=HEAL_WAIT)
             plain.shutdown(socket.SHUT_RDWR)  # wakes its reader; the demo is over
             plain.close()
