@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/*.md runs as written.
+"""Every ```python block in README.md and docs/**/*.md runs as written.
 
 The blocks of one document run in order in one fresh interpreter and one namespace (a later
 block may use what an earlier one defined, as a reader pasting them would), each under a
@@ -44,7 +44,7 @@ from typing import ClassVar
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK_TIMEOUT = 20.0
 SERVICE_WINDOW = 2.0
 
@@ -526,7 +526,12 @@ def test_not_run_blocks_are_listed() -> None:
 
 
 def test_there_are_blocks_to_run() -> None:
-    assert {"README.md", "docs/reconnect.md", "docs/recipes.md"} <= set(DOCS_WITH_CODE)
+    assert {
+        "README.md",
+        "docs/reconnect.md",
+        "docs/recipes/http.md",
+        "docs/recipes/databases.md",
+    } <= set(DOCS_WITH_CODE)
 
 
 def test_markers_and_service_loops_are_recognised(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Each library test makes a real request (HTTP, Redis PING, a PostgreSQL query) through the
 library configured by our helper, then reads the options back from the very socket the library
-connected, with raw ``getsockopt``. The recipes in docs/recipes.md are these tests' code.
+connected, with raw ``getsockopt``. The recipes in docs/recipes/ are these tests' code.
 
 Redis and PostgreSQL start once per module (per xdist worker), the HTTP server once per test,
 each on a random port of 127.0.0.1 (tests/servers.py), so ``pytest -n 4`` works.
@@ -175,11 +175,13 @@ def test_a_library_without_the_hook_is_reported_as_too_old(
 
 
 def test_every_python_block_in_the_recipes_compiles() -> None:
-    text = (Path(__file__).parent.parent / "docs" / "recipes.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) >= 9
-    for number, block in enumerate(blocks):
-        compile(block, f"docs/recipes.md block {number}", "exec")
+    pages = sorted((Path(__file__).parent.parent / "docs" / "recipes").glob("*.md"))
+    text = "".join(page.read_text() for page in pages)
+    for page in pages:
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
+        for number, block in enumerate(blocks):
+            compile(block, f"docs/recipes/{page.name} block {number}", "exec")
+    assert text.count("```python\n") >= 9
     for helper in ki.__all__:  # every public helper has a recipe
         assert helper in text or helper in {"KeepaliveSocketFactory", "RedisKeepaliveKwargs"}
 
