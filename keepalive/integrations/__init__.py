@@ -10,7 +10,8 @@ library             helper
 ==================  ==============================================================
 urllib3             :func:`urllib3_socket_options` (``socket_options=`` on a pool)
 requests            :func:`keepalive_adapter` (mount on a ``Session``)
-httpx / httpcore    :func:`httpx_transport`, :func:`httpx_async_transport`
+httpx / httpcore    :func:`httpx_client`, :func:`httpx_async_client` (proxies and SOCKS
+                    too), :func:`httpx_transport`, :func:`httpx_async_transport`
 aiohttp >= 3.12     :func:`aiohttp_socket_factory`, :func:`aiohttp_connector`
 redis-py            :func:`redis_kwargs` (``redis.Redis(**redis_kwargs(cfg))``)
 libpq / psycopg     :func:`libpq_params`, :func:`libpq_conninfo`
@@ -30,19 +31,18 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from keepalive._validate import flag
 from keepalive.config import KeepaliveConfig
-from keepalive.errors import InvalidSetting, InvalidSettingType, UnsupportedOption
+from keepalive.errors import InvalidSettingType, UnsupportedOption
 from keepalive.platforms import SETTINGS, Platform, Setting, current
 from keepalive.sockets import configure, socket_options
 
 if TYPE_CHECKING:
     import aiohttp
-    import httpx
     from requests.adapters import HTTPAdapter
 
 __all__ = [
@@ -50,7 +50,9 @@ __all__ = [
     "RedisKeepaliveKwargs",
     "aiohttp_connector",
     "aiohttp_socket_factory",
+    "httpx_async_client",
     "httpx_async_transport",
+    "httpx_client",
     "httpx_transport",
     "keepalive_adapter",
     "libpq_conninfo",
@@ -58,8 +60,6 @@ __all__ = [
     "redis_kwargs",
     "urllib3_socket_options",
 ]
-
-SocketOption = tuple[int, int, int]
 
 
 def _config(cfg: object) -> KeepaliveConfig:
@@ -205,144 +205,6 @@ def keepalive_adapter(
     except ImportError as exc:
         raise _missing("requests", "keepalive_adapter") from exc
     return make(urllib3_socket_options(cfg, strict=strict), **adapter_kwargs)
-
-
-# -- httpx / httpcore -------------------------------------------------------------------------
-
-
-def _merge_extra(
-    ours: list[SocketOption], extra: Iterable[Any] | None
-) -> list[tuple[int, int, Any]]:
-    """``extra`` socket options first, then keepalive's; an extra one that sets the same option
-    as the config would silently override it (or be overridden), so that is refused."""
-    if extra is None:
-        return list(ours)
-    extra_list = _extra_options(extra)
-    ours_keys = {(level, optname) for level, optname, _value in ours}
-    clashes = [option for option in extra_list if (option[0], option[1]) in ours_keys]
-    if clashes:
-        raise InvalidSetting(
-            "socket_options",
-            clashes,
-            "options other than the keepalive ones, which come from the KeepaliveConfig",
-        )
-    return [*extra_list, *ours]
-
-
-def _extra_options(extra: object) -> list[tuple[Any, ...]]:
-    """``socket_options`` as httpcore takes them: ``(level, option, int | bytes)`` or
-    ``(level, option, None, length)``, in a list, tuple or other iterable (not a string)."""
-    allowed = (
-        "an iterable of (level: int, option: int, value: int | bytes) or "
-        "(level, option, None, length: int) tuples"
-    )
-    if isinstance(extra, (str, bytes, bytearray, dict)) or not isinstance(extra, Iterable):
-        raise InvalidSettingType("socket_options", extra, allowed)
-    options: list[tuple[Any, ...]] = []
-    for item in extra:
-        if not isinstance(item, (tuple, list)):
-            raise InvalidSettingType("socket_options", item, allowed)
-        option = tuple(item)
-        ints = [part for part in option[:2] if isinstance(part, int) and not isinstance(part, bool)]
-        if len(option) == 3:
-            value_ok = isinstance(option[2], (int, bytes, bytearray))
-        elif len(option) == 4:
-            value_ok = option[2] is None and isinstance(option[3], int)
-            value_ok = value_ok and not isinstance(option[3], bool)
-        else:
-            value_ok = False
-        if len(ints) != 2 or not value_ok:
-            raise InvalidSettingType("socket_options", item, allowed)
-        options.append(option)
-    return options
-
-
-def _httpx_socket_options(
-    httpx: Any, cfg: KeepaliveConfig | None, strict: bool, helper: str, extra: Any
-) -> list[tuple[int, int, Any]]:
-    if not _accepts(httpx.HTTPTransport, "socket_options"):
-        raise _too_old("httpx", httpx.__version__, helper, "httpx>=0.25", "socket_options")
-    config, strict_flag = _checked(cfg, strict)
-    return _merge_extra(socket_options(config, strict=strict_flag), extra)
-
-
-def _proxied_connections_get(transport: Any, options: list[tuple[int, int, Any]]) -> bool:
-    """Whether ``transport``'s proxy pool hands ``options`` to the connections it makes.
-
-    httpcore 1.0.9 does not: ``HTTPProxy.create_connection`` leaves socket_options out, and
-    httpx passes none to ``SOCKSProxy``. The pool's own connection objects are asked (making
-    one does no I/O); anything unexpected counts as "no", so the answer fails safe.
-    """
-    import httpcore  # noqa: PLC0415 - present: httpx requires it
-
-    try:
-        for scheme, port in ((b"http", 80), (b"https", 443)):
-            connection = transport._pool.create_connection(
-                httpcore.Origin(scheme, b"probe.invalid", port)
-            )
-            carried = getattr(connection, "_socket_options", None)
-            if carried is None:  # a proxy connection wraps its connection to the proxy
-                carried = getattr(getattr(connection, "_connection", None), "_socket_options", None)
-            if carried is None or list(carried) != options:
-                return False
-    except Exception:  # an internal layout we do not know: assume the worst
-        return False
-    return True
-
-
-def _check_proxy(transport: Any, kwargs: dict[str, Any], strict: bool) -> None:
-    proxy = kwargs.get("proxy")
-    if proxy is None or not strict:
-        return
-    if not _proxied_connections_get(transport, kwargs["socket_options"]):
-        raise InvalidSetting(
-            "proxy",
-            str(proxy),
-            "no proxy: this httpcore does not apply socket_options to connections through a "
-            "proxy, so keepalive would silently be off (strict=False accepts that)",
-        )
-
-
-def httpx_transport(
-    cfg: KeepaliveConfig | None = None, *, strict: bool = True, **transport_kwargs: Any
-) -> httpx.HTTPTransport:
-    """``httpx.HTTPTransport(socket_options=...)`` with keepalive on every connection.
-
-    ``transport_kwargs`` go to the transport (``verify``, ``http2``, ``retries``, ...); a
-    ``socket_options`` list there is kept, ahead of keepalive's, unless it sets one of the
-    keepalive options itself (:class:`~keepalive.InvalidSetting`). httpcore adds TCP_NODELAY
-    itself. Use with ``httpx.Client(transport=httpx_transport(cfg))``.
-
-    With ``proxy=``, httpcore up to at least 1.0.9 drops socket_options on the connections to
-    the proxy: ``strict=True`` then raises :class:`~keepalive.InvalidSetting` rather than
-    return a transport without keepalive; ``strict=False`` returns it anyway.
-    """
-    try:
-        import httpx  # noqa: PLC0415
-    except ImportError as exc:
-        raise _missing("httpx", "httpx_transport") from exc
-    transport_kwargs["socket_options"] = _httpx_socket_options(
-        httpx, cfg, strict, "httpx_transport", transport_kwargs.get("socket_options")
-    )
-    transport = httpx.HTTPTransport(**transport_kwargs)
-    _check_proxy(transport, transport_kwargs, strict)
-    return transport
-
-
-def httpx_async_transport(
-    cfg: KeepaliveConfig | None = None, *, strict: bool = True, **transport_kwargs: Any
-) -> httpx.AsyncHTTPTransport:
-    """:func:`httpx_transport` for ``httpx.AsyncClient``: an ``httpx.AsyncHTTPTransport``."""
-    try:
-        import httpx  # noqa: PLC0415
-    except ImportError as exc:
-        raise _missing("httpx", "httpx_async_transport") from exc
-    transport_kwargs["socket_options"] = _httpx_socket_options(
-        httpx, cfg, strict, "httpx_async_transport", transport_kwargs.get("socket_options")
-    )
-    transport = httpx.AsyncHTTPTransport(**transport_kwargs)
-    _check_proxy(transport, transport_kwargs, strict)
-    return transport
 
 
 # -- aiohttp ----------------------------------------------------------------------------------
@@ -555,3 +417,13 @@ def libpq_conninfo(
     """
     params = libpq_params(cfg, strict=strict, platform=platform)
     return " ".join(f"{key}={value}" for key, value in params.items())
+
+
+# -- httpx / httpcore: a module of its own, which uses the helpers above ----------------------
+
+from keepalive.integrations.httpx import (  # noqa: E402
+    httpx_async_client,
+    httpx_async_transport,
+    httpx_client,
+    httpx_transport,
+)
