@@ -48,6 +48,7 @@ __all__ = [
 
 #: The environment variable read at interpreter start-up (see :func:`parse_env`).
 ENV_VAR = "KEEPALIVE_INSTALL"
+"""The environment variable whose rules `keepalive run` and the site hook install at start-up."""
 
 #: The settings a rule carries, in the order KeepaliveConfig takes them.
 SETTING_KEYS = ("idle", "interval", "count", "user_timeout")

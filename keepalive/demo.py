@@ -5,6 +5,10 @@ and opens its own to the server), and a client with both kernel keepalive and a 
 The relay then loses the server: nothing crosses any more, yet the relay's kernel keeps
 answering the client's keepalive probes. The timeline shows kernel keepalive satisfied long
 past its own deadline while the heartbeat declares the peer dead within its bound.
+
+Every line of the timeline is also kept as a :class:`DemoEvent` (``DemoResult.events``);
+``keepalive demo --record PATH`` writes them as JSON (:func:`recording`), from which
+``scripts/draw_pictures.py`` draws the documentation's timeline picture.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
 
 from keepalive._tcp_info import read_tcp_info
 from keepalive.config import KeepaliveConfig
@@ -27,7 +31,7 @@ from keepalive.testing import EchoServer, FaultProxy
 if TYPE_CHECKING:
     from keepalive.sync.supervisor import SupervisedSocket
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoEvent", "DemoResult", "recording", "run_demo"]
 
 KERNEL = KeepaliveConfig(idle=1, interval=1, count=2)
 HEARTBEAT = HeartbeatConfig(interval=1, timeout=1)
@@ -37,6 +41,22 @@ FREEZE_AT = 1.5  # seconds after connecting
 WATCH_FOR = 3 * 3.0  # keep watching the kernel for 3 x its detection bound after the freeze
 HEAL_WAIT = 6.0
 WIDTH = 80  # the longest wait for the reconnect once the server is back
+RECORDING_FORMAT = 1  # bumped when the recording's keys change meaning
+
+
+@dataclass(frozen=True, slots=True)
+class DemoEvent:
+    """One line of the timeline: ``at`` seconds after the clients connected, ``who`` said
+    ``text``; ``kind`` names what happened (``server_lost``, ``kernel``, ``heartbeat_dead``,
+    ``disconnected``, ``retry_failed``, ``retry_wait``, ``server_back``, ``healed``, ...) and
+    ``details`` holds its numbers (for ``kernel``: ``established``, ``unanswered_probes``,
+    ``last_ack_age``; for ``retry_wait``: ``delay``)."""
+
+    at: float
+    who: str
+    kind: str
+    text: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +99,7 @@ class DemoResult:
     heartbeat_detection_bound: float
     healed_after: float | None = None
     reconnect_attempts: int = 0
+    events: tuple[DemoEvent, ...] = ()
 
     @property
     def played_out(self) -> bool:
@@ -98,6 +119,7 @@ class _Timeline:
         self.out = out
         self.start = time.monotonic()
         self.lock = threading.Lock()
+        self.events: list[DemoEvent] = []
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -106,9 +128,11 @@ class _Timeline:
     def clock() -> float:
         return time.monotonic()
 
-    def say(self, who: str, text: str) -> None:
+    def say(self, who: str, text: str, kind: str = "note", **details: Any) -> None:
         with self.lock:
-            line = f"  t={self.now():6.2f} s  {who:<10} {text}"
+            at = self.now()
+            self.events.append(DemoEvent(round(at, 3), who, kind, text, details))
+            line = f"  t={at:6.2f} s  {who:<10} {text}"
             if len(line) > WIDTH:  # an OS error's text can be long: keep to 80 columns
                 line = line[: WIDTH - 3] + "..."
             self.out.write(line + "\n")
@@ -169,28 +193,39 @@ class _Story:
         finally:
             conn.settimeout(None)
         if self.dead_at is None:
-            self.timeline.say("client", "#2 connected and greeted the server")
+            self.timeline.say("client", "#2 connected and greeted the server", "connected")
         else:
             self.healed_at = self.timeline.now()
-            self.timeline.say("client", "#2 HEALED: reconnected and greeted the server")
+            self.timeline.say("client", "#2 HEALED: reconnected and greeted the server", "healed")
             self.healed.set()
 
     def disconnected(self, reason: DisconnectReason, error: BaseException | None) -> None:
         del error
         if self.healed.is_set():
-            self.timeline.say("supervisor", f"#2 {reason}: the demo is over")
+            self.timeline.say("supervisor", f"#2 {reason}: the demo is over", "over")
             return
         if self.dead_at is None:
             self.dead_at = self.timeline.now()
             if reason is DisconnectReason.HEARTBEAT_TIMEOUT:
-                self.timeline.say("heartbeat", "#2 PEER DEAD: no reply to its ping in time")
-        self.timeline.say("supervisor", f"#2 ended ({reason}): reconnecting")
+                self.timeline.say(
+                    "heartbeat", "#2 PEER DEAD: no reply to its ping in time", "heartbeat_dead"
+                )
+        self.timeline.say(
+            "supervisor", f"#2 ended ({reason}): reconnecting", "disconnected", reason=str(reason)
+        )
 
     def backoff(self, delay: float, error: BaseException | None) -> None:
         if self.dead_at is not None and self.timeline.now() - self.dead_at > 0.05:
             self.failed_attempts += 1
-            self.timeline.say("supervisor", f"attempt {self.failed_attempts} failed: {error}")
-        self.timeline.say("supervisor", f"next attempt in {delay:.2f} s")
+            self.timeline.say(
+                "supervisor",
+                f"attempt {self.failed_attempts} failed: {error}",
+                "retry_failed",
+                attempt=self.failed_attempts,
+            )
+        self.timeline.say(
+            "supervisor", f"next attempt in {delay:.2f} s", "retry_wait", delay=round(delay, 3)
+        )
 
     # -- the story ------------------------------------------------------------------------
 
@@ -222,17 +257,24 @@ class _Story:
                 thread.start()
             _sleep_until(timeline, FREEZE_AT - 0.4)
             if conn.rtt is not None:
-                timeline.say("heartbeat", f"#2 PONG from the server in {conn.rtt * 1000:.1f} ms")
+                timeline.say(
+                    "heartbeat",
+                    f"#2 PONG from the server in {conn.rtt * 1000:.1f} ms",
+                    "pong",
+                    rtt=round(conn.rtt, 6),
+                )
             _sleep_until(timeline, FREEZE_AT)
             proxy.freeze()
             frozen_at = timeline.now()
-            timeline.say("NAT", "** loses the server; its kernel still ACKs probes **")
+            timeline.say(
+                "NAT", "** loses the server; its kernel still ACKs probes **", "server_lost"
+            )
             last_established = self.watch_kernel(plain, frozen_at)
             _sleep_until(timeline, frozen_at + WATCH_FOR + 0.5)
             # Told before forward(): an attempt already waiting for HELLO may heal at once,
             # and the story (and its "reconnected N s after") must not run backwards.
             back_at = timeline.now()
-            timeline.say("NAT", "** the server is back: bytes cross again **")
+            timeline.say("NAT", "** the server is back: bytes cross again **", "server_back")
             proxy.forward()
             self.healed.wait(timeout=HEAL_WAIT)
             plain.shutdown(socket.SHUT_RDWR)  # wakes its reader; the demo is over
@@ -251,7 +293,15 @@ class _Story:
             silent = self.timeline.now() - frozen_at
             if view.established is not False and not view.error:
                 last_established = silent
-            self.timeline.say("kernel", f"#1 {view.describe()}")
+            self.timeline.say(
+                "kernel",
+                f"#1 {view.describe()}",
+                "kernel",
+                established=view.established,
+                unanswered_probes=view.unanswered_probes,
+                last_ack_age=None if view.last_ack_age is None else round(view.last_ack_age, 3),
+                error=view.error,
+            )
             next_report += 1.0 if silent < 4 else 2.5
         return last_established
 
@@ -294,7 +344,48 @@ class _Story:
             HEARTBEAT.detection_bound,
             healed,
             self.failed_attempts,
+            tuple(self.timeline.events),
         )
+
+
+def recording(result: DemoResult) -> dict[str, Any]:
+    """The demo's run as JSON-ready data (what ``keepalive demo --record PATH`` writes): the
+    settings, the verdict, and every event of the timeline in order."""
+    return {
+        "format": RECORDING_FORMAT,
+        "kernel": {
+            "idle": KERNEL.idle,
+            "interval": KERNEL.interval,
+            "count": KERNEL.count,
+            "detection_bound": result.kernel_detection_bound,
+        },
+        "heartbeat": {
+            "interval": HEARTBEAT.interval,
+            "timeout": HEARTBEAT.timeout,
+            "detection_bound": result.heartbeat_detection_bound,
+        },
+        "result": {
+            "played_out": result.played_out,
+            "heartbeat_detected_after": _rounded(result.heartbeat_detected_after),
+            "kernel_still_established_after": _rounded(result.kernel_still_established_after),
+            "healed_after": _rounded(result.healed_after),
+            "reconnect_attempts": result.reconnect_attempts,
+        },
+        "events": [
+            {
+                "at": event.at,
+                "who": event.who,
+                "kind": event.kind,
+                "text": event.text,
+                "details": event.details,
+            }
+            for event in result.events
+        ],
+    }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _read(conn: object, label: str, timeline: _Timeline) -> None:
@@ -304,9 +395,9 @@ def _read(conn: object, label: str, timeline: _Timeline) -> None:
             timeline.say("client", f"{label} received {data!r}")
     except PeerUnresponsive as exc:
         del exc  # its text is the heartbeat's verdict, already on the timeline
-        timeline.say("client", f"{label} blocked recv() raised PeerUnresponsive")
+        timeline.say("client", f"{label} blocked recv() raised PeerUnresponsive", "unresponsive")
     except OSError as exc:
-        timeline.say("client", f"{label} recv() ended: {exc!r}")
+        timeline.say("client", f"{label} recv() ended: {exc!r}", "recv_ended")
 
 
 def _sleep_until(timeline: _Timeline, moment: float) -> None:

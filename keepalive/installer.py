@@ -94,6 +94,8 @@ __all__ = [
 #: The directory ``python -m keepalive run`` puts first on PYTHONPATH: its sitecustomize
 #: installs keepalive from ``KEEPALIVE_INSTALL`` in every Python process that inherits both.
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sitecustomize")
+"""The directory ``keepalive run`` puts first on a child's PYTHONPATH: its ``sitecustomize``
+installs keepalive from the settings in :data:`ENV_VAR`, then runs the program's own."""
 
 _RAW_FAMILY = _socket.socket.family.__get__  # plain ints, without socket.socket's enum wrapping
 _RAW_TYPE = _socket.socket.type.__get__
@@ -1072,6 +1074,7 @@ def _die(message: str) -> None:
 
 
 RUN_HELP = "run a program with keepalive on every connection it (and its children) opens"
+"""The one-line help of ``keepalive run`` (its entry in ``keepalive --help``)."""
 RUN_DESCRIPTION = f"""\
 Run COMMAND with keepalive installed in it and in every Python process it starts: they
 inherit {ENV_VAR} (the settings) and PYTHONPATH (a sitecustomize that installs them, then runs
@@ -1079,6 +1082,7 @@ the program's own sitecustomize, if any). --idle, --interval, --count, --user-ti
 --only make one rule (every destination without --only), tried after the --rule ones (each in
 the {ENV_VAR} format, e.g. "idle=20,count=3,only=*.db.internal:5432"). Loopback
 destinations are left alone unless --loopback. See docs/install.md."""
+"""The description of ``keepalive run`` in its ``--help``."""
 
 _USAGE = """\
 {prog} [--idle S] [--interval S] [--count N] [--user-timeout S] [--only PATTERN ...]

@@ -4,6 +4,7 @@
     python3 scripts/fault_report.py                 # the documented run: 5 repetitions, ~6.5 min
     python3 scripts/fault_report.py --quick         # one repetition, ~90 s (the tests run it)
     python3 scripts/fault_report.py --json out.json # also every measurement, machine-readable
+    python3 scripts/fault_report.py --chart-json c.json  # the chart's numbers (see below)
     python3 scripts/fault_report.py --only loss --repetitions 3 --output /tmp/r.md  # one row
 
 Rows are faults produced for real on this machine: a peer host black-holed and a lossy path
@@ -21,6 +22,10 @@ checksummed application stream that did not reach the application before the ver
 the Supervisor the reconnect once the fault is lifted. Open descriptors and threads of this
 process are compared before and after each row (its cells run concurrently, one connection
 each), so nothing may leak.
+
+The documented run also writes docs/data/fault-report.json (``--chart-json``): per scenario
+and layer, the median and maximum detection time against the bound, from which
+``scripts/draw_pictures.py`` draws docs/images/fault-detection.svg.
 
 Exit status 1 when any layer did not behave as documented: a detection later than its bound
 plus 0.5 s (or sooner than the bound, or none at all), a verdict on a healthy connection where
@@ -76,6 +81,10 @@ from keepalive.sync import MonitoredSocket, SupervisedSocket, Supervisor, monito
 from keepalive.testing import EchoServer, FaultProxy  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "reliability.md"
+# The detection-time chart's numbers, written with the documented report.
+CHART_DATA = ROOT / "docs" / "data" / "fault-report.json"
+CHART_PICTURE = "images/fault-detection.svg"  # relative to docs/, drawn by draw_pictures.py
+CHART_FORMAT = 1  # bumped when the chart data's keys change meaning
 # The long soak's results (benchmarks/soak.py --json), rendered into the report's soak section.
 SOAK_RESULTS = ROOT / "docs" / "data" / "soak-long.json"
 SOAK_SCRIPT = ROOT / "benchmarks" / "soak.py"
@@ -1027,7 +1036,10 @@ class SupervisedClient(_ThreadReader):
         self._died()
 
     def anchor(self) -> float:
-        return self.conn.heartbeat.last_received
+        heartbeat = self.conn.heartbeat
+        if heartbeat is None:  # every supervised cell runs one; None would be a bug here
+            raise RuntimeError("the supervised connection runs without a heartbeat")
+        return heartbeat.last_received
 
     def stats(self) -> dict[str, Any]:
         stats = self.conn.stats
@@ -2118,6 +2130,49 @@ def render_soak(soak: dict[str, Any], source: str) -> list[str]:
     return lines
 
 
+def chart_data(report: Report) -> dict[str, Any]:
+    """The numbers of the detection-time chart (docs/data/fault-report.json): for every
+    scenario and layer that ran, its expectation, bound, median and maximum detection time
+    (None without a verdict), how long a connection was watched, and its false positives."""
+    scenarios: list[dict[str, Any]] = []
+    for row in report.rows:
+        if row.skipped:
+            continue
+        cells: list[dict[str, Any]] = []
+        for layer, runs in _by_layer(row).items():
+            first = runs[0]
+            if first.expectation == NOT_APPLICABLE:
+                continue
+            detections = [c.detection for c in runs if c.detection is not None]
+            watched = [c.watched for c in runs if c.watched is not None]
+            cells.append(
+                {
+                    "layer": layer,
+                    "expectation": first.expectation,
+                    "bound": first.bound,
+                    "runs": len(runs),
+                    "median": round(statistics.median(detections), 2) if detections else None,
+                    "max": round(max(detections), 2) if detections else None,
+                    "watched": round(max(watched), 2) if watched else None,
+                    "false_positives": sum(c.false_positives for c in runs),
+                    "reason": first.reason,
+                }
+            )
+        scenarios.append({"key": row.key, "title": row.title, "cells": cells})
+    return {
+        "format": CHART_FORMAT,
+        "command": report.command,
+        "date": report.date,
+        "repetitions": report.repetitions,
+        "slack": SLACK,
+        "layers": [
+            {"key": layer, "title": LAYER_TITLES[layer], "bound": report.bounds.get(layer)}
+            for layer in LAYERS
+        ],
+        "scenarios": scenarios,
+    }
+
+
 def render_markdown(report: Report, soak: tuple[dict[str, Any], str] | None = None) -> str:
     machine = report.machine
     lines = [
@@ -2187,6 +2242,12 @@ def render_markdown(report: Report, soak: tuple[dict[str, Any], str] | None = No
             if report.start and report.end
             else "."
         ),
+        "",
+        f"![Detection time of each layer against each fault, with its documented bound]"
+        f"({CHART_PICTURE})",
+        "",
+        f"The chart is drawn from `{CHART_DATA.relative_to(ROOT)}` by "
+        "`python3 scripts/draw_pictures.py`.",
         "",
         "## How each fault is made",
         "",
@@ -2289,6 +2350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one repetition per cell")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="the Markdown report")
     parser.add_argument("--json", type=Path, help="also write every measurement as JSON")
+    parser.add_argument(
+        "--chart-json",
+        type=Path,
+        help="write the detection-time chart's numbers here; default "
+        f"{CHART_DATA.relative_to(ROOT)} when --output is the default, else not written",
+    )
     parser.add_argument("--repetitions", type=int, help="override the profile's repetitions")
     parser.add_argument("--only", action="append", default=[], help="run this scenario only")
     parser.add_argument(
@@ -2326,6 +2393,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(render_markdown(report, soak), encoding="utf-8")
     if args.json:
         args.json.write_text(json.dumps(dataclasses.asdict(report), indent=1), encoding="utf-8")
+    chart_json = args.chart_json or (CHART_DATA if args.output == OUTPUT else None)
+    if chart_json is not None:
+        chart_json.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(chart_data(report), indent=1, ensure_ascii=False)
+        chart_json.write_text(text + "\n", encoding="utf-8")
+        log(f"wrote {chart_json}: redraw the chart with python3 scripts/draw_pictures.py")
     problems = report.problems
     if os.environ.get(REQUIRE_NETNS_ENV) == "1" and any("namespace" in w for w in report.warnings):
         problems.append(f"{REQUIRE_NETNS_ENV}=1 but the namespace rows could not run")

@@ -45,10 +45,12 @@ GrpcOption = tuple[str, int]
 # grpc-core's ping abuse policy (ping_abuse_policy.cc): on a transport with no call, a server
 # that does not permit keepalive without calls allows one ping per 2 hours.
 IDLE_PING_INTERVAL = 7200.0
+"""grpc-core's default: seconds between pings a server admits on a connection without calls."""
 _INT_MAX = 2**31 - 1  # channel arguments are C ints
 # grpc-core's client sends keepalive pings at most once a second: with grpcio 1.85.3 a
 # keepalive_time of 300 ms gave pings 1.0 s apart. Shorter intervals would break the bound.
 MIN_INTERVAL = 1.0
+"""The shortest heartbeat interval (seconds) grpc-core honours: it pings at most once a second."""
 
 
 def _heartbeat(heartbeat: object) -> HeartbeatConfig:
@@ -119,6 +121,7 @@ class ServerPolicy:
 
 
 DEFAULT_POLICY = ServerPolicy()
+"""grpc-core's default server ping policy (what a server without keepalive options enforces)."""
 
 
 def channel_options(
