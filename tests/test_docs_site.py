@@ -50,8 +50,7 @@ NO_DOCSTRING = frozenset({"keepalive.__version__"})
 #: Public names whose docstring is still to be written, in files of other owners (listed in
 #: the docs site's report). The test fails for any other undocumented name, and for a name
 #: here that has a docstring now: remove it then.
-PENDING_DOCSTRINGS: dict[str, str] = {
-}
+PENDING_DOCSTRINGS: dict[str, str] = {}
 
 
 def _require(module: str) -> Any:
