@@ -18,6 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
+import loops
 import pytest
 
 from keepalive import aio
@@ -25,6 +26,8 @@ from keepalive.aio.supervisor import Supervisor
 from keepalive.dial import _Dialer, connect_async
 from keepalive.reconnect import Backoff
 from keepalive.supervision import SupervisorState
+
+pytestmark = pytest.mark.usefixtures("event_loop_kind")  # asyncio's loop and uvloop's
 
 BOUND = 5.0  # seconds: far more than any of these steps takes; reaching it is the failure
 
@@ -35,7 +38,7 @@ def run(coro: Coroutine[Any, Any, None], limit: float = 30.0) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(coro, limit)
 
-    asyncio.run(bounded())
+    loops.run(bounded())
 
 
 @pytest.fixture
@@ -96,7 +99,7 @@ def cancel_when_connected(
         connecting.add_done_callback(lambda _: hook(sock))
         return connecting
 
-    loop.sock_connect = sock_connect  # type: ignore[method-assign]
+    loop.sock_connect = sock_connect  # type: ignore[method-assign, assignment]
     return socks
 
 

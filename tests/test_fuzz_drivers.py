@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import math
 import os
@@ -32,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import loops
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,7 +128,10 @@ def heartbeat_configs(draw: st.DrawFn) -> HeartbeatConfig:
     """A HeartbeatConfig from arbitrary numbers when it accepts them, else a plain one: every
     config a user can make reaches the drivers."""
     try:
-        return HeartbeatConfig(draw(SECONDS), draw(SECONDS), draw(COUNTS))
+        interval: Any = draw(SECONDS)  # junk on purpose: any type, any value
+        timeout: Any = draw(SECONDS)
+        misses: Any = draw(COUNTS)
+        return HeartbeatConfig(interval, timeout, misses)
     except KeepaliveError:
         return HeartbeatConfig(interval=draw(st.sampled_from([0.05, 30.0])), timeout=10.0)
 
@@ -325,7 +330,7 @@ def test_heartbeat_config(interval: object, timeout: object, misses: object) -> 
     ],
 )
 def test_heartbeat_config_refuses_seconds_no_timer_takes(
-    field: str, kwargs: dict[str, float]
+    field: str, kwargs: dict[str, Any]
 ) -> None:
     """Seconds beyond threading.TIMEOUT_MAX (and far below it: the scheduler adds them to
     the clock) used to be accepted, then killed the blocking scheduler thread with an
@@ -340,6 +345,7 @@ EDGE_CONFIGS = [(edge, 1.0) for edge in EDGE_SECONDS] + [(1.0, edge) for edge in
 
 
 @pytest.mark.parametrize(("interval", "timeout"), EDGE_CONFIGS)
+@pytest.mark.usefixtures("event_loop_kind")
 def test_every_accepted_config_works_in_every_driver(
     peer: Peer,
     pool: ThreadPoolExecutor,
@@ -449,16 +455,17 @@ def test_sync_monitor(
 
 def test_sync_monitor_refuses_other_objects(pool: ThreadPoolExecutor) -> None:
     config = HeartbeatConfig(interval=30, timeout=10)
-    for junk in [None, 3, "sock", b"sock", [], object(), _returns_none]:
+    junks: list[Any] = [None, 3, "sock", b"sock", [], object(), _returns_none]
+    for junk in junks:
         with pytest.raises(KeepaliveError):
-            bounded(pool, lambda junk=junk: sync.monitor(junk, heartbeat=config))
+            bounded(pool, functools.partial(sync.monitor, junk, heartbeat=config))
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     unconnected = socket.socket()
     with udp, unconnected:
         for sock in (udp, unconnected):
             before = state(sock)
             with pytest.raises(KeepaliveError):
-                bounded(pool, lambda sock=sock: sync.monitor(sock, heartbeat=config))
+                bounded(pool, functools.partial(sync.monitor, sock, heartbeat=config))
             assert state(sock) == before
 
 
@@ -529,7 +536,7 @@ def run_bounded(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task.result()
         await asyncio.sleep(0.002)  # let the heartbeat's timer and callbacks run once
 
-    asyncio.run(main())
+    loops.run(main())
     assert not loop_errors, f"the event loop reported: {loop_errors[0]!r}"
 
 
@@ -562,6 +569,7 @@ OPEN_GOOD: dict[str, st.SearchStrategy[Any]] = {
     port=st.one_of(st.sampled_from([PEER.port, PEER.refused_port, str(PEER.port)]), JUNK),
     kwargs=arguments(aio.open_connection, OPEN_GOOD),
 )
+@pytest.mark.usefixtures("event_loop_kind")
 def test_aio_open_connection(
     peer: Peer, host: object, port: object, kwargs: dict[str, object]
 ) -> None:
@@ -607,6 +615,7 @@ def transport_state(transport: asyncio.BaseTransport) -> tuple[object, ...]:
     reader_junk=st.one_of(st.none(), JUNK),
     writer_junk=st.one_of(st.none(), JUNK),
 )
+@pytest.mark.usefixtures("event_loop_kind")
 def test_aio_wrap(
     peer: Peer, kwargs: dict[str, object], reader_junk: object, writer_junk: object
 ) -> None:
@@ -634,6 +643,7 @@ def test_aio_wrap(
     kwargs=arguments(aio.monitor, {**WRAP_GOOD, "protocol": st.just(None)}),
     transport_junk=st.one_of(st.none(), JUNK),
 )
+@pytest.mark.usefixtures("event_loop_kind")
 def test_aio_monitor_transport(
     peer: Peer, kwargs: dict[str, object], transport_junk: object
 ) -> None:
@@ -662,6 +672,7 @@ def test_aio_monitor_transport(
     heartbeat=st.one_of(heartbeat_configs(), JUNK),
     protocol_junk=st.one_of(st.none(), JUNK),
 )
+@pytest.mark.usefixtures("event_loop_kind")
 def test_aio_heartbeat_protocol(
     kwargs: dict[str, object], heartbeat: object, protocol_junk: object
 ) -> None:
@@ -691,6 +702,7 @@ AIO_SUPERVISOR_GOOD = {
 
 @FUZZ
 @given(address=addresses(PEER), kwargs=arguments(aio.Supervisor, AIO_SUPERVISOR_GOOD))
+@pytest.mark.usefixtures("event_loop_kind")
 def test_aio_supervisor(peer: Peer, address: object, kwargs: dict[str, object]) -> None:
     async def attempt() -> None:
         sup, refused = outcome(lambda: aio.Supervisor(address, **kwargs))  # type: ignore[arg-type]

@@ -4,7 +4,8 @@ A peer thread on real loopback TCP (optionally behind a relay: the library's Fau
 real third-party one, socat) writes application lines in random pieces and answers each ping
 with a pong at a message boundary, sometimes split across TCP segments; the client reads with
 random sizes. What the application reads must equal, byte for byte, what the peer sent as
-application data, including lines that contain the pong, or its prefixes and suffixes.
+application data, including lines that contain the pong, or its prefixes and suffixes. The
+asyncio driver runs on asyncio's loop and on uvloop's (tests/loops.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import loops
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -189,10 +191,7 @@ def read_all_async(address: tuple[str, int], sizes: list[int], beat: HeartbeatCo
         writer.close()
         return received
 
-    return asyncio.run(main())
-
-
-READERS = {"sync": read_all_sync, "aio": read_all_async}
+    return loops.run(main())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,18 +214,33 @@ def route(
                 yield listener, address
 
 
-@pytest.mark.parametrize("driver", ["sync", "aio"])
-def test_a_line_that_contains_the_pong_is_never_cut(
-    driver: str, route: tuple[socket.socket, tuple[str, int]]
+Reader = Callable[[tuple[str, int], list[int], HeartbeatConfig], bytes]
+
+
+def check_a_line_that_contains_the_pong_is_never_cut(
+    read_all: Reader, route: tuple[socket.socket, tuple[str, int]]
 ) -> None:
     listener, address = route
     # Pings every 0.1 s, answered 0.3 s late: pings are always owed while the lines arrive.
     lines = [b"hello\n", *TRICKY, b"next line\n"]
     peer = LinePeer(listener, lines, seed=1, pong_delay=0.3, gap=0.12)
-    received = READERS[driver](address, [4096], HeartbeatConfig(interval=0.1, timeout=2))
+    received = read_all(address, [4096], HeartbeatConfig(interval=0.1, timeout=2))
     peer.join()
     assert received == b"".join(lines)
     assert peer.pongs_sent >= 3  # pings were outstanding while the tricky lines arrived
+
+
+def test_a_line_that_contains_the_pong_is_never_cut_sync(
+    route: tuple[socket.socket, tuple[str, int]],
+) -> None:
+    check_a_line_that_contains_the_pong_is_never_cut(read_all_sync, route)
+
+
+@pytest.mark.usefixtures("event_loop_kind")
+def test_a_line_that_contains_the_pong_is_never_cut_aio(
+    route: tuple[socket.socket, tuple[str, int]],
+) -> None:
+    check_a_line_that_contains_the_pong_is_never_cut(read_all_async, route)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,26 +250,44 @@ piece = st.sampled_from([b"PONG", b"PO", b"NG", b"PING", b"P", b"x", b" ", b"\r"
 message = st.lists(piece, min_size=0, max_size=6).map(lambda parts: b"".join(parts) + b"\n")
 
 
-@pytest.mark.parametrize("driver", ["sync", "aio"])
-@settings(
+EXAMPLES = settings(
     max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(
+PEER_STREAMS = given(
     messages=st.lists(message, min_size=1, max_size=25).filter(
         lambda ms: all(m != b"PONG\n" for m in ms)  # pong-equal lines are ambiguous by design
     ),
     sizes=st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=5),
     seed=st.integers(min_value=0, max_value=2**32 - 1),
 )
-def test_the_application_reads_exactly_what_the_peer_sent(
-    driver: str, messages: list[bytes], sizes: list[int], seed: int
+
+
+def check_the_application_reads_exactly_what_the_peer_sent(
+    read_all: Reader, messages: list[bytes], sizes: list[int], seed: int
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         peer = LinePeer(listener, messages, seed=seed, gap=0.004)
-        received = READERS[driver](
+        received = read_all(
             listener.getsockname(), sizes, HeartbeatConfig(interval=0.005, timeout=5)
         )
         peer.join()
     assert received == b"".join(messages)
+
+
+@EXAMPLES
+@PEER_STREAMS
+def test_the_application_reads_exactly_what_the_peer_sent_sync(
+    messages: list[bytes], sizes: list[int], seed: int
+) -> None:
+    check_the_application_reads_exactly_what_the_peer_sent(read_all_sync, messages, sizes, seed)
+
+
+@pytest.mark.usefixtures("event_loop_kind")
+@EXAMPLES
+@PEER_STREAMS
+def test_the_application_reads_exactly_what_the_peer_sent_aio(
+    messages: list[bytes], sizes: list[int], seed: int
+) -> None:
+    check_the_application_reads_exactly_what_the_peer_sent(read_all_async, messages, sizes, seed)

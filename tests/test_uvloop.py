@@ -1,51 +1,78 @@
-"""keepalive.aio on uvloop's event loop, whose transports are not subclasses of asyncio's."""
+"""keepalive.aio on each event loop's own transports and sockets.
+
+tests/loops.py runs every asyncio test on asyncio's loop and on uvloop's, whose transports are
+not subclasses of asyncio's and whose ``get_extra_info("socket")`` is not a
+:class:`socket.socket`. This file checks that the parameter really gives that loop, and reads
+kernel keepalive back from the live socket of every entry point (through a duplicate of its
+descriptor: what the kernel holds, not what a wrapper remembers).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 
+import loops
 import pytest
 
 import keepalive
 from keepalive import aio
 from keepalive.config import KeepaliveConfig
-from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
-from keepalive.pytest_plugin import FaultProxyFactory
+from keepalive.reconnect import Backoff
 from keepalive.testing import EchoServer
 
-if os.environ.get("KEEPALIVE_REQUIRE_INTEGRATIONS") == "1":
-    import uvloop  # CI installs the test extra: a missing uvloop must fail, not skip
-else:
-    uvloop = pytest.importorskip("uvloop")
+pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
-BEAT = HeartbeatConfig(interval=0.2, timeout=0.3)
-SLACK = 0.5
+KERNEL = KeepaliveConfig(idle=7, interval=3, count=4)
+BEAT = HeartbeatConfig(interval=0.05, timeout=1)
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    uvloop.run(main())  # type: ignore[arg-type]
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), 20)
+
+    loops.run(bounded())
 
 
-def test_open_connection_monitor_of_and_stats_on_uvloop(echo_server: EchoServer) -> None:
+def kernel_keepalive(
+    transport: asyncio.BaseTransport,
+) -> tuple[bool, float | None, float | None, int | None]:
+    """(SO_KEEPALIVE, idle, interval, count) read from the kernel through a duplicate fd."""
+    fd = transport.get_extra_info("socket").fileno()
+    with socket.socket(fileno=os.dup(fd)) as duplicate:
+        state = keepalive.inspect(duplicate)
+        enabled = duplicate.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    return enabled, state.idle, state.interval, state.count
+
+
+WANTED = (True, KERNEL.idle, KERNEL.interval, KERNEL.count)
+
+
+async def until_a_pong(monitor: aio.HeartbeatProtocol | None) -> None:
+    assert monitor is not None
+    for _ in range(400):
+        if monitor.pongs_received >= 1:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no pong within 2 s")
+
+
+def test_the_parameter_gives_that_loop_and_its_own_transports(
+    event_loop_kind: str, echo_server: EchoServer
+) -> None:
     async def main() -> None:
-        reader, writer = await aio.open_connection(
-            *echo_server.address,
-            heartbeat=HeartbeatConfig(0.05, 1),
-            keepalive=KeepaliveConfig(idle=7, interval=3, count=4),
-        )
-        assert "uvloop" in type(asyncio.get_running_loop()).__module__
-        assert not isinstance(writer.transport, asyncio.BaseTransport)  # why this test exists
-        await asyncio.sleep(0.3)
-        monitor = aio.monitor_of(writer)
-        assert monitor is not None
-        assert monitor.stats.pongs_received >= 2
-        state = keepalive.inspect(writer.transport.get_extra_info("socket"))
-        assert (state.idle, state.interval, state.count) == (7, 3, 4)
+        loop = asyncio.get_running_loop()
+        assert ("uvloop" in type(loop).__module__) == (event_loop_kind == "uvloop")
+        reader, writer = await aio.open_connection(*echo_server.address, heartbeat=BEAT)
+        sock = writer.transport.get_extra_info("socket")
+        if event_loop_kind == "uvloop":  # why monitor_of() must not ask for asyncio's classes
+            assert not isinstance(writer.transport, asyncio.BaseTransport)
+            assert not isinstance(sock, socket.socket)
+        assert aio.monitor_of(writer) is aio.monitor_of(writer.transport) is not None
+        await until_a_pong(aio.monitor_of(writer))
         writer.write(b"hello\n")
         assert await reader.readline() == b"hello\n"
         writer.close()
@@ -53,91 +80,39 @@ def test_open_connection_monitor_of_and_stats_on_uvloop(echo_server: EchoServer)
     run(main)
 
 
-def test_wrap_and_monitor_transport_on_uvloop(echo_server: EchoServer) -> None:
+def test_kernel_keepalive_is_set_on_every_entry_points_socket(echo_server: EchoServer) -> None:
     async def main() -> None:
-        reader, writer = await asyncio.open_connection(*echo_server.address)
-        aio.monitor_streams(reader, writer, heartbeat=HeartbeatConfig(0.05, 1))
-        monitor = aio.monitor_of(writer.transport)
-        assert isinstance(monitor, aio.HeartbeatProtocol)
-        await asyncio.sleep(0.3)
-        assert monitor.pongs_received >= 2
-        writer.write(b"PONG line of the application\n")
-        assert await reader.readline() == b"PONG line of the application\n"
+        loop = asyncio.get_running_loop()
+        host, port = echo_server.address
+
+        # open_connection: asyncio's dial, then keepalive dialled by keepalive.dial (retry=).
+        for retry in (None, Backoff(initial=0.05, max_attempts=2)):
+            _, writer = await aio.open_connection(
+                host, port, keepalive=KERNEL, heartbeat=BEAT, retry=retry
+            )
+            assert kernel_keepalive(writer.transport) == WANTED
+            await until_a_pong(aio.monitor_of(writer))
+            writer.close()
+
+        # monitor_streams on streams the loop opened.
+        reader, writer = await asyncio.open_connection(host, port)
+        aio.monitor_streams(reader, writer, heartbeat=BEAT, keepalive=KERNEL)
+        assert kernel_keepalive(writer.transport) == WANTED
+        await until_a_pong(aio.monitor_of(writer))
         writer.close()
 
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_connection(asyncio.Protocol, *echo_server.address)
-        watched = aio.monitor(transport, heartbeat=HeartbeatConfig(0.05, 1))
-        assert transport.get_protocol() is watched
+        # monitor() on a protocol's transport.
+        transport, protocol = await loop.create_connection(asyncio.Protocol, host, port)
+        watched = aio.monitor(transport, heartbeat=BEAT, keepalive=KERNEL)
         assert watched.protocol is protocol
+        assert kernel_keepalive(transport) == WANTED
+        await until_a_pong(watched)
         transport.close()
 
-    run(main)
-
-
-def test_a_frozen_proxy_is_detected_within_the_bound_on_uvloop(
-    echo_server: EchoServer, fault_proxy: FaultProxyFactory
-) -> None:
-    proxy = fault_proxy(echo_server.address)
-
-    async def main() -> None:
-        deaths: list[float] = []
-        reader, writer = await aio.open_connection(
-            *proxy.address,
-            heartbeat=BEAT,
-            on_dead=lambda _m, _e: deaths.append(asyncio.get_running_loop().time()),
-        )
-        monitor = aio.monitor_of(writer)
-        assert monitor is not None
-        writer.write(b"before\n")
-        assert await reader.readline() == b"before\n"
-        proxy.freeze()
-        with pytest.raises(PeerUnresponsive):
-            await asyncio.wait_for(reader.read(100), BEAT.detection_bound + 5)
-        assert len(deaths) == 1
-        assert monitor.last_received is not None
-        silent = deaths[0] - monitor.last_received
-        assert BEAT.detection_bound - 0.01 <= silent <= BEAT.detection_bound + SLACK
-        writer.close()
-
-    run(main)
-
-
-def test_the_supervisor_heals_on_uvloop(
-    echo_server: EchoServer, fault_proxy: FaultProxyFactory
-) -> None:
-    proxy = fault_proxy(echo_server.address)
-
-    async def main() -> None:
-        async with aio.Supervisor(
-            proxy.address,
-            heartbeat=BEAT,
-            retry=keepalive.Backoff(initial=0.05, max_delay=0.2, jitter="none"),
-            connect_timeout=1,
-        ) as sup:
-            first = await sup.wait_connected(timeout=5)
-            proxy.freeze()
-            deadline = time.monotonic() + BEAT.detection_bound + 3
-            while sup.connection is first:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
-            proxy.forward()
-            second = await sup.wait_connected(timeout=5)
-            assert second is not first
-            second.writer.write(b"healed\n")
-            assert await second.reader.readline() == b"healed\n"
-
-    run(main)
-
-
-def test_socket_keepalive_options_round_trip_on_uvloops_socket() -> None:
-    async def main() -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        with listener:
-            _reader, writer = await asyncio.open_connection(*listener.getsockname())
-            sock = writer.transport.get_extra_info("socket")
-            keepalive.configure(sock, KeepaliveConfig(idle=11, interval=5, count=3))
-            assert keepalive.inspect(sock).idle == 11
-            writer.close()
+        # The supervisor's connections.
+        async with aio.Supervisor((host, port), keepalive=KERNEL, heartbeat=BEAT) as sup:
+            conn = await sup.wait_connected(timeout=5)
+            assert kernel_keepalive(conn.writer.transport) == WANTED
+            await until_a_pong(conn.monitor)
 
     run(main)

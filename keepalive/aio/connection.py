@@ -93,6 +93,17 @@ Design (what a reader of the code needs to know):
 * **ping.** Bytes, or a callable returning the bytes of the next ping (for framed protocols
   or pings that carry a counter). If the callable fails, the error is logged and the heartbeat
   of that connection stops; the connection itself is left alone.
+* **Event loops.** asyncio's own and uvloop's (tests run on both). uvloop's transports are
+  not subclasses of asyncio's (they are recognised by their methods) and its transport
+  socket is a stand-in without ``shutdown()`` that keepalive configures like a socket. Two
+  differences show through: uvloop's clock counts whole milliseconds, so :attr:`rtt` on a
+  fast network may read 0; and after a verdict ``writer.write()`` raises uvloop's
+  ``RuntimeError`` (asyncio's transport drops the bytes), while ``drain()`` and ``read()``
+  raise :class:`~keepalive.errors.PeerUnresponsive` on both.
+* **Memory.** A monitor holds only what every connection needs; what monitors made alike
+  share (heartbeat, grid, ping) is one object, and what few connections ever use (held
+  pings, a full write buffer, unread-byte counts, the verdict's error) is allocated on first
+  use.
 
 Logging goes to the ``keepalive.aio`` logger (a child of ``keepalive``): DEBUG when a
 heartbeat starts or stops, WARNING for a verdict and for a late timer (a blocked loop), ERROR
@@ -407,6 +418,69 @@ def scheduler_stats(loop: asyncio.AbstractEventLoop | None = None) -> SchedulerS
 # The monitor: a protocol in front of the application's protocol
 
 
+class _Settings:
+    """What a monitor was made with and never changes: the heartbeat, its timer grid, the
+    ping, whether the application's protocol is buffered. Monitors made alike share one
+    (issue 14: memory per asyncio monitor); a ping callable gets its own."""
+
+    __slots__ = ("buffered", "config", "grid", "ping")
+
+    def __init__(
+        self, config: HeartbeatConfig, ping: bytes | Callable[[], object], buffered: bool
+    ) -> None:
+        self.config = config
+        self.grid = timer_grid(config)
+        self.ping = ping
+        self.buffered = buffered
+
+
+_SHARED_SETTINGS: dict[tuple[HeartbeatConfig, bytes, bool], _Settings] = {}
+_SHARED_SETTINGS_MAX: Final = 256  # distinct combinations kept; more are made per monitor
+
+
+def _settings_for(
+    config: HeartbeatConfig, ping: bytes | Callable[[], object], buffered: bool
+) -> _Settings:
+    if not isinstance(ping, bytes):
+        return _Settings(config, ping, buffered)
+    key = (config, ping, buffered)
+    settings = _SHARED_SETTINGS.get(key)
+    if settings is None:
+        settings = _Settings(config, ping, buffered)
+        if len(_SHARED_SETTINGS) < _SHARED_SETTINGS_MAX:
+            _SHARED_SETTINGS[key] = settings
+    return settings
+
+
+class _Seldom:
+    """A monitor's state for what most connections never do (hold pings, fill their write
+    buffer, stall the loop, die): allocated on first use, so that the many connections that
+    never do keep the monitor small (issue 14: memory per asyncio monitor)."""
+
+    __slots__ = (
+        "blocked_pings",
+        "error",
+        "holds",
+        "ping_deferred",
+        "stuck_since",
+        "stuck_size",
+        "unread_life",
+        "writing_paused",
+    )
+
+    def __init__(self) -> None:
+        self.holds = 0
+        self.ping_deferred = False
+        self.writing_paused = False
+        # While a due ping waits behind our own buffered bytes: when they last moved, and how
+        # many were buffered then (None: not waiting).
+        self.stuck_since: float | None = None
+        self.stuck_size = 0
+        self.unread_life = 0
+        self.blocked_pings = 0
+        self.error: PeerUnresponsive | None = None
+
+
 class PingHold:
     """Defers heartbeat pings while entered (``with`` or ``async with``); see
     :meth:`HeartbeatProtocol.hold_pings`. Holds nest; the last one out sends a due ping."""
@@ -417,7 +491,7 @@ class PingHold:
         self._monitor = monitor
 
     def __enter__(self) -> PingHold:
-        self._monitor._holds += 1
+        self._monitor._seldom_state().holds += 1
         return self
 
     def __exit__(
@@ -464,29 +538,19 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     __slots__ = (
         "__weakref__",
-        "_blocked_pings",
-        "_buffered",
         "_bytes_received",
-        "_config",
-        "_error",
-        "_grid",
         "_heartbeat",
-        "_holds",
         "_inner",
         "_inner_lost",
         "_loop",
         "_matcher",
         "_on_dead",
-        "_ping",
-        "_ping_deferred",
         "_scheduler",
+        "_seldom",
+        "_settings",
         "_state",
-        "_stuck_since",
-        "_stuck_size",
         "_transport",
-        "_unread_life",
         "_wake",
-        "_writing_paused",
     )
 
     def __init__(
@@ -501,15 +565,13 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     ) -> None:
         if not isinstance(heartbeat, HeartbeatConfig):
             raise InvalidSettingType("heartbeat", heartbeat, "a HeartbeatConfig")
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
-        if not self._buffered and not callable(getattr(protocol, "data_received", None)):
+        buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        if not buffered and not callable(getattr(protocol, "data_received", None)):
             raise InvalidSettingType(
                 "protocol", protocol, "an asyncio.Protocol or asyncio.BufferedProtocol"
             )
         self._inner = protocol
-        self._config = heartbeat
-        self._grid = timer_grid(heartbeat)
-        self._ping = check_ping(ping)
+        self._settings = _settings_for(heartbeat, check_ping(ping), buffered)
         self._matcher = make_pong_matcher(pong, framing)
         if on_dead is not None and not callable(on_dead):
             raise InvalidSettingType(
@@ -522,18 +584,9 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         self._scheduler: _Scheduler | None = None
         self._wake: float | None = None  # the scheduler bucket this monitor is live in
         self._state = _NEW
-        self._holds = 0
-        self._ping_deferred = False
-        self._error: PeerUnresponsive | None = None
         self._inner_lost = False
-        self._writing_paused = False
-        # While a due ping waits behind our own buffered bytes: when they last moved, and how
-        # many were buffered then (None: not waiting).
-        self._stuck_since: float | None = None
-        self._stuck_size = 0
-        self._unread_life = 0
         self._bytes_received = 0
-        self._blocked_pings = 0
+        self._seldom: _Seldom | None = None
 
     # -- read-outs ---------------------------------------------------------------------------
 
@@ -550,7 +603,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     @property
     def config(self) -> HeartbeatConfig:
         """The heartbeat's configuration."""
-        return self._config
+        return self._settings.config
 
     @property
     def heartbeat(self) -> Heartbeat | None:
@@ -570,7 +623,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     @property
     def error(self) -> PeerUnresponsive | None:
         """The :class:`~keepalive.errors.PeerUnresponsive` of the verdict, or ``None``."""
-        return self._error
+        seldom = self._seldom
+        return None if seldom is None else seldom.error
 
     @property
     def verdict(self) -> PeerDead | None:
@@ -580,7 +634,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     @property
     def unread_life(self) -> int:
         """Verdict checks that found inbound bytes waiting unread and counted them as life."""
-        return self._unread_life
+        seldom = self._seldom
+        return 0 if seldom is None else seldom.unread_life
 
     @property
     def rtt(self) -> float | None:
@@ -616,14 +671,15 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     def stats(self) -> MonitorStats:
         """A snapshot of the counters, as :attr:`keepalive.sync.MonitoredSocket.stats` gives."""
         hb = self._heartbeat
+        seldom = self._seldom
         return MonitorStats(
             pings_sent=0 if hb is None else hb.pings_sent,
             pongs_received=0 if hb is None else hb.pongs_received,
             bytes_received=self._bytes_received,
             bytes_sent=None,
             stalls=0 if hb is None else hb.stalls,
-            unread_life=self._unread_life,
-            blocked_pings=self._blocked_pings,
+            unread_life=0 if seldom is None else seldom.unread_life,
+            blocked_pings=0 if seldom is None else seldom.blocked_pings,
             rtt=None if hb is None else hb.rtt,
             srtt=None if hb is None else hb.srtt,
         )
@@ -657,9 +713,10 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         """
         heartbeat = self._heartbeat
         transport = self._transport
+        seldom = self._seldom
         if (
             self._state != _ACTIVE
-            or self._holds
+            or (seldom is not None and seldom.holds)
             or heartbeat is None
             or transport is None
             or transport.is_closing()
@@ -745,14 +802,15 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         self._lose_inner(exc)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._seldom_state().writing_paused = True
         if not self._inner_lost:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._stuck_since is not None:
-            self._stuck_since = None
+        seldom = self._seldom_state()
+        seldom.writing_paused = False
+        if seldom.stuck_since is not None:
+            seldom.stuck_since = None
             if self._state == _ACTIVE:  # the ping held back behind our bytes goes out now
                 assert self._loop is not None
                 now = self._loop.time()
@@ -762,9 +820,15 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     # -- the heartbeat -----------------------------------------------------------------------
 
+    def _seldom_state(self) -> _Seldom:
+        seldom = self._seldom
+        if seldom is None:
+            seldom = self._seldom = _Seldom()
+        return seldom
+
     def _wake_time(self, when: float) -> float:
         """``when`` rounded up to this connection's scheduling grid (see timer_grid)."""
-        return grid_time(when, self._grid)
+        return grid_time(when, self._settings.grid)
 
     def _attach(self, transport: asyncio.Transport) -> None:
         if self._state != _NEW:
@@ -772,7 +836,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._transport = transport
         self._loop = loop
-        heartbeat = self._heartbeat = Heartbeat(self._config, loop.time())
+        heartbeat = self._heartbeat = Heartbeat(self._settings.config, loop.time())
         scheduler = self._scheduler = _scheduler_for(loop)
         assert scheduler is not None
         self._state = _ACTIVE
@@ -780,7 +844,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         assert deadline is not None
         scheduler.add(self, deadline)
         if logger.isEnabledFor(logging.DEBUG):
-            config = self._config
+            config = self._settings.config
             logger.debug(
                 "heartbeat started with %s (interval %g s, timeout %g s, misses %d)",
                 _peer(transport),
@@ -805,7 +869,9 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             action = self._poll(heartbeat, transport, now)
         if action.__class__ is Wait:
             if heartbeat.stalls != stalls:
-                logger.warning("%s: %s", _peer(transport), describe_stall(now - when, self._config))
+                logger.warning(
+                    "%s: %s", _peer(transport), describe_stall(now - when, self._settings.config)
+                )
             self._scheduler.schedule(self, action.deadline)
         else:
             self._die(cast(PeerDead, action))
@@ -818,13 +884,14 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             if sock is not None:
                 count = unread_bytes(sock.fileno())
                 if heartbeat.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count)):
-                    self._unread_life += 1
+                    self._seldom_state().unread_life += 1
         return heartbeat.poll(now)
 
     def _send_requested_ping(self, now: float) -> bool:
         """Write the ping the core asked for; True once it is written or counted as sent."""
-        if self._holds:
-            self._ping_deferred = True  # sent by the last hold's exit
+        seldom = self._seldom
+        if seldom is not None and seldom.holds:
+            seldom.ping_deferred = True  # sent by the last hold's exit
             return False
         transport = self._transport
         heartbeat = self._heartbeat
@@ -833,24 +900,24 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         if transport.is_closing():
             self._stop("the transport is closing")
             return False
-        if self._writing_paused:
+        if seldom is not None and seldom.writing_paused:
             # Our own bytes fill the transport's buffer. A ping queued behind them would wait
             # for all of them to reach the peer, and a slow but live reader would look dead.
             # Hold the ping back while they keep draining; once they stopped moving for
             # ``timeout`` the core counts it as sent from then (a frozen peer: the verdict
             # stays within the bound), and it is written anyway.
             size = transport.get_write_buffer_size()
-            if self._stuck_since is None or size < self._stuck_size:
-                self._stuck_since = now
-            self._stuck_size = size
-            counts_at = heartbeat.ping_stuck(now, self._stuck_since)
+            if seldom.stuck_since is None or size < seldom.stuck_size:
+                seldom.stuck_since = now
+            seldom.stuck_size = size
+            counts_at = heartbeat.ping_stuck(now, seldom.stuck_since)
             if counts_at is not None:
                 assert self._scheduler is not None
-                check = now + self._config.timeout * _STUCK_CHECK_FRACTION
+                check = now + self._settings.config.timeout * _STUCK_CHECK_FRACTION
                 self._scheduler.schedule(self, min(check, counts_at))
                 return False
-            self._stuck_since = None
-            self._blocked_pings += 1
+            seldom.stuck_since = None
+            seldom.blocked_pings += 1
             return self._write_ping(transport)
         if not self._write_ping(transport):
             return False
@@ -858,7 +925,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         return True
 
     def _write_ping(self, transport: asyncio.Transport) -> bool:
-        ping = self._ping
+        ping = self._settings.ping
         if not isinstance(ping, bytes):
             try:
                 ping = next_ping(ping)
@@ -874,9 +941,10 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         return True
 
     def _release_hold(self) -> None:
-        self._holds -= 1
-        if self._holds == 0 and self._ping_deferred:
-            self._ping_deferred = False
+        seldom = self._seldom_state()
+        seldom.holds -= 1
+        if seldom.holds == 0 and seldom.ping_deferred:
+            seldom.ping_deferred = False
             if self._state == _ACTIVE:
                 assert self._loop is not None
                 now = self._loop.time()
@@ -884,7 +952,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     def _die(self, verdict: PeerDead) -> None:
         error = verdict.as_error()
-        self._error = error
+        self._seldom_state().error = error
         self._state = _DEAD
         transport = self._transport
         assert transport is not None
@@ -913,7 +981,8 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     def _stop(self, reason: str) -> None:
         self._state = _STOPPED
-        self._ping_deferred = False
+        if self._seldom is not None:
+            self._seldom.ping_deferred = False
         assert self._scheduler is not None
         self._scheduler.discard(self)
         if logger.isEnabledFor(logging.DEBUG):
@@ -928,7 +997,7 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
 
     def _deliver(self, data: bytes) -> None:
         inner = self._inner
-        if not self._buffered:
+        if not self._settings.buffered:
             cast(asyncio.Protocol, inner).data_received(data)
             return
         buffered = cast(asyncio.BufferedProtocol, inner)

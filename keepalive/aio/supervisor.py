@@ -48,15 +48,17 @@ sleeps and cancellation. The rules are those of the blocking
   application leaves more than twice the reader's ``limit`` unread, asyncio stops reading
   the socket, and an end is noticed after the application catches up.)
 * **When a connection is over.** The first of these ends it and gives the reason passed to
-  ``on_disconnect``: the peer's end of stream (``PEER_CLOSED``); an error on the socket, the
+  ``on_disconnect``: the peer's end of stream (``PEER_CLOSED``; a loss without an error
+  that this side did not cause counts as one: uvloop's TLS transport reports a stream cut
+  without close_notify that way, without ``eof_received()``); an error on the socket, the
   application's writes included (``RESET``, ``KERNEL_TIMEOUT``, ``ERROR``, classified by
   :func:`~keepalive.supervision.classify_disconnect`); the heartbeat's verdict
   (``HEARTBEAT_TIMEOUT``); the application closing it (:meth:`SupervisedConnection.close`
-  or ``writer.close()``), the handler returning, or :meth:`Supervisor.close`
-  (``CLOSED``); the handler raising (its exception, classified, mostly ``ERROR``). The
-  supervisor then aborts the transport (bytes still in asyncio's write buffer are dropped:
-  ``await writer.drain()`` first if the last ones matter) and waits until its socket is
-  closed.
+  or ``writer.close()``, not ``writer.transport.close()``), the handler returning, or
+  :meth:`Supervisor.close` (``CLOSED``); the handler raising (its exception, classified,
+  mostly ``ERROR``). The supervisor then aborts the transport (bytes still in asyncio's
+  write buffer are dropped: ``await writer.drain()`` first if the last ones matter) and
+  waits until its socket is closed.
 * **After the end** the old reader returns what was buffered and then ``b""``, or raises
   the error that ended the connection (``PeerUnresponsive``, ``ConnectionResetError``, ...;
   asyncio raises it at once, before buffered bytes); ``await writer.drain()`` raises.
@@ -173,7 +175,7 @@ class _EndWatch(asyncio.StreamReaderProtocol):
         self.end: _End | None = None
         self.ended: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
-        self._eof = False
+        self.closed_here = False  # the application called writer.close()
 
     def end_with(self, reason: DisconnectReason, error: BaseException | None) -> bool:
         """Record the end (the first one wins); True if this was it."""
@@ -185,22 +187,45 @@ class _EndWatch(asyncio.StreamReaderProtocol):
         return True
 
     def eof_received(self) -> bool:
-        self._eof = True
-        self.end_with(DisconnectReason.PEER_CLOSED, None)  # before the reader sees it
+        # Before the reader sees it. (Closing TLS, the peer's close_notify answers ours.)
+        reason = DisconnectReason.CLOSED if self.closed_here else DisconnectReason.PEER_CLOSED
+        self.end_with(reason, None)
         return bool(super().eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             self.end_with(classify_disconnect(exc), exc)
-        else:  # an end of stream came first, or this side closed it
-            self.end_with(
-                DisconnectReason.PEER_CLOSED if self._eof else DisconnectReason.CLOSED, None
-            )
+        elif self.closed_here:
+            self.end_with(DisconnectReason.CLOSED, None)
+        else:
+            # The supervisor's own closes recorded CLOSED first: this is the peer's end of
+            # stream, which uvloop's TLS transport reports without eof_received() when no
+            # close_notify came first.
+            self.end_with(DisconnectReason.PEER_CLOSED, None)
         try:
             super().connection_lost(exc)
         finally:
             if not self.lost.done():
                 self.lost.set_result(None)
+
+
+class _SupervisedWriter(asyncio.StreamWriter):
+    """The writer of a supervised connection: ``close()`` marks the end as this side's
+    (``CLOSED``) once the transport reports it, after flushing as asyncio's does."""
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        watch: _EndWatch,
+        reader: asyncio.StreamReader,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(transport, watch, reader, loop)
+        self._watch = watch
+
+    def close(self) -> None:
+        self._watch.closed_here = True
+        super().close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,7 +676,7 @@ class Supervisor:
             )
         except Exception as exc:
             return self._core.attempt_failed(exc, time.monotonic(), address=peer)
-        writer = asyncio.StreamWriter(transport, watch, reader, loop)
+        writer = _SupervisedWriter(transport, watch, reader, loop)
         conn = SupervisedConnection(reader, writer, watch, monitor)
         self._live = conn  # closed by close(), or by _finish() once cancelled
         try:
