@@ -14,12 +14,14 @@ Every argument is checked before the first socket is created: a bad one raises a
 :func:`check_address` is the address check shared with the supervisors and
 ``keepalive.aio.open_connection``.
 
-One dial serves everything that connects: ``connect``, ``connect_async`` and both
-supervisors make one attempt at a time through the same ``_Dialer`` (the supervisors,
-which retry per their own core, build it once and call ``attempt`` or ``attempt_async``).
-A blocking attempt can be made cancellable: with ``wait=``, each connect is non-blocking
-and the caller's ``wait(sock, timeout)`` waits for it, so that the blocking supervisor's
-``close()`` interrupts a connect to a black hole.
+One dial serves everything that connects: ``connect``, ``connect_async``, ``keepalive.trio``
+and the supervisors make one attempt at a time through the same ``_Dialer`` (the supervisors,
+which retry per their own core, build it once and call ``attempt``, ``attempt_async`` or
+``attempt_with``). A blocking attempt can be made cancellable: with ``wait=``, each connect
+is non-blocking and the caller's ``wait(sock, timeout)`` waits for it, so that the blocking
+supervisor's ``close()`` interrupts a connect to a black hole. The async attempt and retry
+loops are written once, for any event loop: an event loop's I/O (``_LoopIO``: resolve,
+connect within a timeout, clock, sleep) is all that differs between asyncio and trio.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
@@ -67,6 +69,42 @@ Wait: TypeAlias = Callable[[socket.socket, float], bool]
 """``wait(sock, timeout)`` for a cancellable connect: wait until ``sock`` is writable (True)
 or ``timeout`` seconds passed, or something else woke the caller (False); raise to cancel
 the attempt (the socket is closed, the exception propagates)."""
+
+_Connected_co = TypeVar("_Connected_co", covariant=True)
+_Connected = TypeVar("_Connected")
+
+#: One ``getaddrinfo`` result: (family, type, proto, canonname, sockaddr).
+_AddressInfo: TypeAlias = tuple[int, int, int, str, Any]
+
+
+class _LoopIO(Protocol[_Connected_co]):
+    """One event loop's I/O for the shared async dial (:meth:`_Dialer.attempt_with`,
+    :meth:`_Dialer.dial_with`); every rule (addresses in order, a socket per address with
+    keepalive set before the SYN, the per-address timeout, what is retried) stays the
+    dialer's. ``_Connected_co`` is what a connect gives: a socket for asyncio, a
+    ``trio.SocketStream`` for trio."""
+
+    def now(self) -> float:
+        """The loop's clock, in seconds (for the retry policy's deadline)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a backoff delay); a cancellation propagates."""
+        ...
+
+    async def resolve(self, host: str, port: int) -> Sequence[_AddressInfo]:
+        """``getaddrinfo(host, port, type=SOCK_STREAM)``; raise OSError or ValueError."""
+        ...
+
+    async def connect(
+        self, sock: socket.socket, sockaddr: Any, timeout: float
+    ) -> _Connected_co | None:
+        """Connect the non-blocking ``sock`` to ``sockaddr``: the connected result, or None
+        when ``timeout`` seconds passed first (the connect stopped). A refused connect raises
+        its OSError; a cancellation propagates once the connect is stopped. The dialer
+        closes ``sock`` on any failure."""
+        ...
+
 
 # connect_ex() results that mean "under way" (EINTR: the connect goes on in the kernel).
 _IN_PROGRESS = frozenset(
@@ -116,8 +154,9 @@ def _resolve_error(exc: OSError | ValueError) -> OSError:
 
 async def _sock_connect(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: Any, timeout: float
-) -> None:
-    """``loop.sock_connect`` within ``timeout`` seconds (TimeoutError after it).
+) -> bool:
+    """``loop.sock_connect`` within ``timeout`` seconds: True once connected, False when the
+    timeout passed first.
 
     Not ``asyncio.wait_for``: before Python 3.12 it loses a cancellation that arrives as the
     connect completes (it returns the result, and the task goes on as if never cancelled).
@@ -139,8 +178,9 @@ async def _sock_connect(
         raise
     if not done:
         await _stop(connecting)
-        raise TimeoutError("connect timed out")
+        return False
     connecting.result()  # the connect's OSError, if any
+    return True
 
 
 async def _stop(connecting: asyncio.Future[None]) -> None:
@@ -152,6 +192,31 @@ async def _stop(connecting: asyncio.Future[None]) -> None:
     await asyncio.wait({connecting})
     if not connecting.cancelled():
         connecting.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+class _AsyncioIO:
+    """:class:`_LoopIO` for asyncio (and uvloop): a connect gives the socket itself."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio  # noqa: PLC0415 - `import keepalive` must not import asyncio
+
+        await asyncio.sleep(seconds)
+
+    async def resolve(self, host: str, port: int) -> Sequence[_AddressInfo]:
+        return await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+    async def connect(
+        self, sock: socket.socket, sockaddr: Any, timeout: float
+    ) -> socket.socket | None:
+        return sock if await _sock_connect(self._loop, sock, sockaddr, timeout) else None
 
 
 def _timeout(connect_timeout: object, retry: RetryPolicy | None) -> float:
@@ -212,18 +277,46 @@ class _Dialer:
         awaiting task stops it at once (the socket is closed)."""
         import asyncio  # noqa: PLC0415 - `import keepalive` must not import asyncio
 
-        loop = asyncio.get_running_loop()
+        return await self.attempt_with(_AsyncioIO(asyncio.get_running_loop()), attempt)
+
+    async def attempt_with(self, io: _LoopIO[_Connected], attempt: int) -> _Connected:
+        """:meth:`attempt` on any event loop, through its ``io``: what ``io.connect`` gives
+        for the first address that connects, or :class:`_AttemptError` with a failure per
+        address. Cancelling it stops it at once (the socket is closed)."""
         try:
-            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            infos = await io.resolve(self.host, self.port)
         except (OSError, ValueError) as exc:
             raise self.unresolved(attempt, exc) from None
         failures: list[AttemptFailure] = []
         for family, _kind, _proto, _name, sockaddr in infos:
             with self.trying(attempt, family, sockaddr, failures) as sock:
                 sock.setblocking(False)
-                await _sock_connect(loop, sock, sockaddr, self.timeout)
-                return sock
+                connected = await io.connect(sock, sockaddr, self.timeout)
+                if connected is None:
+                    raise self.timed_out()
+                return connected
         raise self.failed(attempt, failures)
+
+    async def dial_with(
+        self,
+        io: _LoopIO[_Connected],
+        retry: RetryPolicy | None,
+        rng: random.Random | None = None,
+    ) -> _Connected:
+        """Attempts through ``io`` per ``retry`` (one without it), with ``io.sleep`` between
+        them: :func:`connect_async`'s loop on any event loop. Cancelling it stops it at once,
+        during a connect or a backoff wait."""
+        state = RetryState(retry, start=io.now(), rng=rng) if retry is not None else None
+        failures: list[AttemptFailure] = []
+        attempt = 0
+        while True:
+            try:
+                return await self.attempt_with(io, attempt)
+            except _AttemptError as exc:
+                failures.extend(exc.failures)
+                delay = self.next_delay(state, failures, exc.last, io.now())
+            await io.sleep(delay)
+            attempt += 1
 
     @contextlib.contextmanager
     def trying(
@@ -252,15 +345,17 @@ class _Dialer:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(
-                        errno.ETIMEDOUT, f"connect timed out after {self.timeout:g} s"
-                    )
+                    raise self.timed_out()
                 if wait(sock, remaining):
                     break
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             raise OSError(code, os.strerror(code))
         sock.setblocking(True)
+
+    def timed_out(self) -> TimeoutError:
+        """An address's failure when its connect took longer than the timeout."""
+        return TimeoutError(errno.ETIMEDOUT, f"connect timed out after {self.timeout:g} s")
 
     def unresolved(self, attempt: int, exc: OSError | ValueError) -> _AttemptError:
         """The attempt's failure when name resolution failed."""
@@ -411,15 +506,4 @@ async def connect_async(
         strict=strict,
         rng=rng,
     )
-    loop = asyncio.get_running_loop()
-    state = RetryState(retry, start=loop.time(), rng=rng) if retry is not None else None
-    failures: list[AttemptFailure] = []
-    attempt = 0
-    while True:
-        try:
-            return await dialer.attempt_async(attempt)
-        except _AttemptError as exc:
-            failures.extend(exc.failures)
-            delay = dialer.next_delay(state, failures, exc.last, loop.time())
-        await asyncio.sleep(delay)
-        attempt += 1
+    return await dialer.dial_with(_AsyncioIO(asyncio.get_running_loop()), retry, rng)

@@ -149,8 +149,9 @@ class HeartbeatConfig:
 
 @dataclass(frozen=True, slots=True)
 class MonitorStats:
-    """A snapshot of one monitored connection's counters: the ``stats`` of both drivers
-    (:class:`keepalive.sync.MonitoredSocket`, :class:`keepalive.aio.HeartbeatProtocol`).
+    """A snapshot of one monitored connection's counters: the ``stats`` of every driver
+    (:class:`keepalive.sync.MonitoredSocket`, :class:`keepalive.aio.HeartbeatProtocol`,
+    :class:`keepalive.trio.MonitoredStream`).
 
     ``pings_sent``/``pongs_received``: as the heartbeat counted them. ``bytes_received`` counts
     every inbound byte (pongs included), ``bytes_sent`` the application's bytes (``None`` in

@@ -111,8 +111,29 @@ _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 def classify_disconnect(error: BaseException | None) -> DisconnectReason:
-    """The reason for a connection's end, from the error that ended it (None: EOF)."""
-    if error is None or isinstance(error, EOFError):
+    """The reason for a connection's end, from the error that ended it (None: EOF).
+
+    An error that names no reason itself (a wrapper such as trio's ``BrokenResourceError``
+    around the socket's ``OSError``, or a client library's own error) is judged by the errors
+    it was raised from: the chain Python's tracebacks show (``__cause__``, else
+    ``__context__`` unless raised ``from None``), outermost first; the first that names a
+    reason gives it, else the reason is ``ERROR``."""
+    if error is None:
+        return DisconnectReason.PEER_CLOSED
+    seen: set[int] = set()  # a chain assigned by hand may loop
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        reason = _reason_of(link)
+        if reason is not DisconnectReason.ERROR:
+            return reason
+        seen.add(id(link))
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return DisconnectReason.ERROR
+
+
+def _reason_of(error: BaseException) -> DisconnectReason:
+    """The reason ``error`` itself names (``ERROR``: none)."""
+    if isinstance(error, EOFError):
         return DisconnectReason.PEER_CLOSED
     if isinstance(error, PeerUnresponsive):
         return DisconnectReason.HEARTBEAT_TIMEOUT

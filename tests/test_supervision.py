@@ -31,11 +31,11 @@ REFUSED = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
 def test_first_outage_backs_off_per_policy() -> None:
     core = SupervisorCore(STEADY)
     assert core.state is SupervisorState.IDLE
-    delays = []
+    delays: list[float] = []
     now = 0.0
     for _ in range(4):
         core.attempt_started(now)
-        assert core.state is SupervisorState.CONNECTING
+        assert core.state is SupervisorState.CONNECTING  # type: ignore[comparison-overlap]
         delay = core.attempt_failed(REFUSED, now).delay
         assert delay is not None
         assert core.state is SupervisorState.BACKING_OFF
@@ -141,6 +141,104 @@ def test_classify_disconnect(error: BaseException | None, reason: DisconnectReas
     assert classify_disconnect(error) is reason
 
 
+class _Wrapper(Exception):
+    """A wrapper naming no reason itself, as trio's ``BrokenResourceError`` is."""
+
+
+def _raised_from(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer``, raised with ``raise outer from inner``."""
+    try:
+        raise outer from inner
+    except BaseException as exc:
+        return exc
+
+
+def _raised_while_handling(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer``, raised inside ``except`` handling ``inner`` (implicit ``__context__``)."""
+    try:
+        try:
+            raise inner
+        except BaseException:
+            raise outer  # noqa: B904 - the implicit chain is what this builds
+    except BaseException as exc:
+        return exc
+
+
+def _raised_from_none(outer: BaseException, inner: BaseException) -> BaseException:
+    """``outer``, raised inside ``except`` handling ``inner`` but ``from None``."""
+    try:
+        try:
+            raise inner
+        except BaseException:
+            raise outer from None
+    except BaseException as exc:
+        return exc
+
+
+RESET = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        # trio: BrokenResourceError from the socket's OSError (SSLStream adds a level)
+        (lambda: _raised_from(_Wrapper("broken"), RESET), DisconnectReason.RESET),
+        (
+            lambda: _raised_from(_Wrapper("tls"), _raised_from(_Wrapper("broken"), RESET)),
+            DisconnectReason.RESET,
+        ),
+        (
+            lambda: _raised_from(_Wrapper(), OSError(errno.ETIMEDOUT, "timed out")),
+            DisconnectReason.KERNEL_TIMEOUT,
+        ),
+        (
+            lambda: _raised_from(_Wrapper(), PeerUnresponsive("x")),
+            DisconnectReason.HEARTBEAT_TIMEOUT,
+        ),
+        (lambda: _raised_from(_Wrapper(), EOFError()), DisconnectReason.PEER_CLOSED),
+        # an application's own error raised while handling the end
+        (lambda: _raised_while_handling(ValueError("protocol"), RESET), DisconnectReason.RESET),
+        (lambda: _raised_from_none(ValueError("protocol"), RESET), DisconnectReason.ERROR),
+        # the outermost error that names a reason gives it
+        (lambda: _raised_from(PeerUnresponsive("x"), RESET), DisconnectReason.HEARTBEAT_TIMEOUT),
+        (lambda: _raised_from(BrokenPipeError(), TimeoutError()), DisconnectReason.RESET),
+        # chains of both kinds are followed to their end
+        (
+            lambda: _raised_from(_Wrapper(), _raised_while_handling(ValueError(), RESET)),
+            DisconnectReason.RESET,
+        ),
+        (lambda: _raised_from(_Wrapper(), ValueError("no reason")), DisconnectReason.ERROR),
+    ],
+    ids=[
+        "wrapped-reset",
+        "wrapped-twice-reset",
+        "wrapped-etimedout",
+        "wrapped-heartbeat",
+        "wrapped-eof",
+        "raised-while-handling-reset",
+        "raised-from-none",
+        "outer-heartbeat-wins",
+        "outer-reset-wins",
+        "cause-then-context",
+        "wrapped-no-reason",
+    ],
+)
+def test_classify_disconnect_looks_through_wrappers(make: Any, reason: DisconnectReason) -> None:
+    assert classify_disconnect(make()) is reason
+
+
+def test_classify_disconnect_follows_cause_before_context() -> None:
+    error = _raised_while_handling(_Wrapper("outer"), TimeoutError())
+    error.__cause__ = RESET  # both set: `raise ... from` wins, as in a traceback
+    assert classify_disconnect(error) is DisconnectReason.RESET
+
+
+def test_classify_disconnect_ends_on_a_chain_that_loops() -> None:
+    first, second = _Wrapper("first"), _Wrapper("second")
+    first.__cause__, second.__cause__ = second, first  # assigned by hand: a loop
+    assert classify_disconnect(first) is DisconnectReason.ERROR
+
+
 def test_bad_healthy_after() -> None:
     with pytest.raises(InvalidSetting, match="healthy_after"):
         SupervisorCore(STEADY, healthy_after=-1)
@@ -226,7 +324,7 @@ def test_internal_checks_are_private() -> None:
     assert "check_address" not in supervision.__all__
     assert not hasattr(supervision, "check_callable")
     # One address check in the library: the one in _validate, used as it is.
-    assert supervision.check_address is _validate.check_address
+    assert supervision.check_address is _validate.check_address  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

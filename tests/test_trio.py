@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import itertools
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -502,6 +503,37 @@ def test_an_end_the_application_reads_is_classified_and_replaced(echo_server: Ec
     run(main)
 
 
+def reset_by_peer(sock: socket.socket) -> None:
+    """Close ``sock`` with an RST (SO_LINGER 0), not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_reset_is_classified_through_trios_wrapper() -> None:
+    """trio raises BrokenResourceError from the socket's ConnectionResetError: the core
+    classifies it by its cause (RESET), and the error reported is the one trio raised."""
+    ends: list[tuple[DisconnectReason, BaseException | None]] = []
+
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            async with Supervisor(
+                listener.getsockname(),
+                heartbeat=None,
+                on_disconnect=lambda reason, error: ends.append((reason, error)),
+            ) as sup:
+                conn = await sup.wait_connected(5)
+                accepted, _ = listener.accept()  # (connected: already in the accept queue)
+                reset_by_peer(accepted)
+                with pytest.raises(trio.BrokenResourceError) as caught:
+                    await conn.stream.receive_some()
+                assert isinstance(caught.value.__cause__, ConnectionResetError)
+                assert await conn.wait_ended() is DisconnectReason.RESET
+                assert conn.disconnect_error is caught.value
+        assert ends[0] == (DisconnectReason.RESET, caught.value)
+
+    run(main)
+
+
 def test_the_supervisor_gives_up_per_its_policy() -> None:
     with socket.socket() as probe:  # a port nothing listens on: every connect is refused
         probe.bind(("127.0.0.1", 0))
@@ -634,11 +666,14 @@ def test_monitor_wraps_an_existing_stream_and_configures_keepalive(
 ) -> None:
     async def main() -> None:
         raw = await trio.open_tcp_stream(*echo_server.address)
-        stream = monitor(raw, heartbeat=FAST, keepalive=KeepaliveConfig(idle=11))
+        # Nobody reads while it sleeps: a generous timeout, so a loaded machine that delays the
+        # pong past 0.2 s cannot end the connection (this test is about wrapping, not timing).
+        beat = HeartbeatConfig(interval=FAST.interval, timeout=2.0)
+        stream = monitor(raw, heartbeat=beat, keepalive=KeepaliveConfig(idle=11))
         assert stream.stream is raw
         if sys.platform == "linux":
             assert raw.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 11
-        await trio.sleep(FAST.interval * 2)
+        await trio.sleep(beat.interval * 2)
         await stream.send_all(b"abc\n")
         assert await read_until(stream, 4) == b"abc\n"
         assert stream.pongs_received >= 1

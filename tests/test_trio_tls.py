@@ -176,6 +176,39 @@ def test_supervised_tls_heals_after_the_proxy_thaws(
     trio.run(main)
 
 
+def test_a_reset_under_tls_is_classified_through_trios_wrapper(
+    certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
+) -> None:
+    """The SSLStream passes on the TCP stream's BrokenResourceError (from the socket's
+    ConnectionResetError): the core classifies the end by that cause, RESET."""
+    server_context, client_context = contexts(certificate)
+    ends: list[tuple[DisconnectReason, BaseException | None]] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_tls, server_context)
+            proxy = fault_proxy(("127.0.0.1", port))
+            async with Supervisor(
+                proxy.address,
+                heartbeat=None,
+                ssl_context=client_context,
+                server_hostname="127.0.0.1",
+                on_disconnect=lambda reason, error: ends.append((reason, error)),
+            ) as sup:
+                conn = await sup.wait_connected(5)
+                await conn.stream.send_all(b"hello\n")
+                assert await read_until(conn.stream, 6) == b"hello\n"
+                assert proxy.reset() == 1
+                with pytest.raises(trio.BrokenResourceError) as caught:
+                    await read_until(conn.stream, 1)
+                assert isinstance(caught.value.__cause__, ConnectionResetError)
+                assert await conn.wait_ended() is DisconnectReason.RESET
+            nursery.cancel_scope.cancel()
+        assert ends[0] == (DisconnectReason.RESET, caught.value)
+
+    trio.run(main)
+
+
 def test_cancelling_during_a_tls_handshake_stops_at_once(
     certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
 ) -> None:

@@ -1,52 +1,43 @@
-"""The library's one dial (:class:`keepalive.dial._Dialer`) made with trio's I/O: name
-resolution, a socket with kernel keepalive set before the SYN, every address, each within
-the connect timeout; the retry decisions stay the dialer's and the policy's."""
+"""trio's I/O for the library's one dial (:class:`keepalive.dial._Dialer`): its shared
+attempt and retry loops (``attempt_with``, ``dial_with``) make every decision; this only
+resolves, connects within a timeout, reads the clock and sleeps, the trio way."""
 
 from __future__ import annotations
 
-import errno
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from keepalive.dial import AttemptFailure, _AttemptError, _Dialer
-from keepalive.reconnect import RetryState
-
 if TYPE_CHECKING:
-    from keepalive.reconnect import RetryPolicy
+    from keepalive.dial import _AddressInfo, _LoopIO
 
 
-async def attempt(dialer: _Dialer, number: int) -> trio.SocketStream:
-    """Attempt ``number``: a connected ``trio.SocketStream``, or :class:`_AttemptError` with
-    a failure per address. Cancelling stops it at once (the socket is closed)."""
-    try:
-        infos = await trio.socket.getaddrinfo(dialer.host, dialer.port, type=socket.SOCK_STREAM)
-    except (OSError, ValueError) as exc:
-        raise dialer.unresolved(number, exc) from None
-    failures: list[AttemptFailure] = []
-    for family, _kind, _proto, _name, sockaddr in infos:
-        with dialer.trying(number, family, sockaddr, failures) as sock:
-            sock.setblocking(False)
-            trio_sock = trio.socket.from_stdlib_socket(sock)
-            with trio.move_on_after(dialer.timeout) as scope:
-                await trio_sock.connect(sockaddr)
-            if scope.cancelled_caught:
-                raise TimeoutError(errno.ETIMEDOUT, f"connect timed out after {dialer.timeout:g} s")
+class _TrioIO:
+    """``keepalive.dial._LoopIO`` for trio: a connect gives a connected ``trio.SocketStream``."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def resolve(self, host: str, port: int) -> Sequence[_AddressInfo]:
+        return await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+    async def connect(
+        self, sock: socket.socket, sockaddr: Any, timeout: float
+    ) -> trio.SocketStream | None:
+        trio_sock = trio.socket.from_stdlib_socket(sock)
+        with trio.move_on_after(timeout):
+            await trio_sock.connect(sockaddr)
             return trio.SocketStream(trio_sock)
-    raise dialer.failed(number, failures)
+        return None  # (trio closed the socket when the timeout cancelled the connect)
 
 
-async def dial(dialer: _Dialer, retry: RetryPolicy | None) -> trio.SocketStream:
-    """Attempts per ``retry`` (one without it), as :func:`keepalive.connect_async` makes them."""
-    state = RetryState(retry, start=trio.current_time()) if retry is not None else None
-    failures: list[AttemptFailure] = []
-    number = 0
-    while True:
-        try:
-            return await attempt(dialer, number)
-        except _AttemptError as exc:
-            failures.extend(exc.failures)
-            delay = dialer.next_delay(state, failures, exc.last, trio.current_time())
-        await trio.sleep(delay)
-        number += 1
+TRIO_IO: _LoopIO[trio.SocketStream] = _TrioIO()
+"""The dial's I/O on trio: ``dialer.attempt_with(TRIO_IO, n)``, ``dialer.dial_with(TRIO_IO,
+retry)``."""

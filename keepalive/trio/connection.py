@@ -976,9 +976,9 @@ async def open_connection(
         check_ping(ping)
         make_pong_matcher(pong, framing)  # refuses bad values now, not after connecting
     context = _check_tls(ssl_context, server_hostname)
-    from keepalive.trio._dial import dial  # noqa: PLC0415
+    from keepalive.trio._dial import TRIO_IO  # noqa: PLC0415
 
-    stream = await dial(dialer, retry)
+    stream = await dialer.dial_with(TRIO_IO, retry)
     try:
         tls_stream = None
         if context is not None:

@@ -40,7 +40,8 @@ I/O. What differs from asyncio comes from trio:
   not read: the end is seen by the heartbeat (its verdict, or a ping that cannot be
   written), by the application's own calls on :attr:`SupervisedConnection.stream` (end of
   stream, a reset: each classified by
-  :func:`~keepalive.supervision.classify_disconnect`), by :meth:`SupervisedConnection.close`,
+  :func:`~keepalive.supervision.classify_disconnect`, which judges trio's
+  ``BrokenResourceError`` by the socket error it wraps), by :meth:`SupervisedConnection.close`,
   by the handler returning or raising, or by :meth:`Supervisor.close`. Without a heartbeat
   and without a reader, a silent end is only seen by the kernel's keepalive on the next
   call.
@@ -82,7 +83,7 @@ from keepalive.supervision import (
     classify_disconnect,
     ended_during_on_connect,
 )
-from keepalive.trio import _dial
+from keepalive.trio._dial import TRIO_IO
 from keepalive.trio.connection import MonitoredStream
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ class SupervisedConnection:
 
     @property
     def disconnect_error(self) -> BaseException | None:
-        """The error that ended this connection (``None`` while live or for a clean end)."""
+        """The error that ended this connection (``None`` while live or for a clean end), as
+        trio raised it: a reset is a ``BrokenResourceError`` whose ``__cause__`` is the
+        socket's ``ConnectionResetError``."""
         return None if self._end is None else self._end[1]
 
     async def wait_ended(self) -> DisconnectReason:
@@ -157,8 +160,6 @@ class SupervisedConnection:
 
     def _ended_with(self, error: BaseException | None) -> None:
         """The stream saw its end (None: end of stream)."""
-        if isinstance(error, trio.BrokenResourceError) and isinstance(error.__cause__, OSError):
-            error = error.__cause__  # trio's wrapper around the socket's error
         if isinstance(error, trio.ClosedResourceError):
             self._end_with(DisconnectReason.CLOSED, None)
         else:
@@ -480,7 +481,7 @@ class Supervisor:
         self._core.log_attempt(attempt)
         options = self._options
         try:
-            tcp = await _dial.attempt(self._dialer, attempt)
+            tcp = await self._dialer.attempt_with(TRIO_IO, attempt)
         except _AttemptError as exc:
             return self._core.attempt_failed(exc.last, trio.current_time(), failures=exc.failures)
         except Exception as exc:
@@ -560,9 +561,7 @@ class Supervisor:
         except Exception as exc:  # ends this connection; the supervisor decides what next
             if not conn.ended and not self._core.is_closed:
                 self._core.log_handler_raised(exc)
-            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else None
-            judged = cause if isinstance(cause, OSError) else exc
-            conn._end_with(classify_disconnect(judged), judged)
+            conn._end_with(classify_disconnect(exc), exc)
         else:
             conn._end_with(DisconnectReason.CLOSED, None)
 
