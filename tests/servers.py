@@ -19,6 +19,7 @@ import os
 import pwd
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -606,4 +607,106 @@ def elasticsearch_standin() -> Iterator[HttpServer]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(5)
+
+
+# -- Kafka (a stand-in) -----------------------------------------------------------------------
+# No Kafka broker can run on the CI machine: Debian has no package of it, and Apache's
+# downloads are not on a package registry the machine reaches. This stand-in speaks just enough
+# of the Kafka protocol (ApiVersions v0, Metadata v0: kafka-protocol.html) for a real client to
+# connect and bootstrap.
+
+__all__ += ["KafkaStandin", "kafka_standin"]
+
+_KAFKA_API_VERSIONS = 18
+_KAFKA_METADATA = 3
+_KAFKA_UNSUPPORTED_VERSION = 35
+
+
+@dataclass
+class KafkaStandin:
+    port: int
+    #: ``(api_key, api_version)`` of every request received, in order.
+    requests: list[tuple[int, int]]
+    #: Set when a Metadata request arrived; its reply waits until ``release`` is set.
+    metadata_requested: threading.Event
+    release: threading.Event
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _kafka_string(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _kafka_reply(standin: KafkaStandin, api_key: int, api_version: int) -> bytes | None:
+    """The response body, or None for a request the stand-in does not speak."""
+    if api_key == _KAFKA_API_VERSIONS:
+        # A broker answers a version it does not know with a v0 body and UNSUPPORTED_VERSION,
+        # listing the versions it has (KIP-511); the client then asks again with v0.
+        if api_version > 0:
+            return struct.pack(">hi3h", _KAFKA_UNSUPPORTED_VERSION, 1, _KAFKA_API_VERSIONS, 0, 0)
+        return struct.pack(">hi6h", 0, 2, _KAFKA_API_VERSIONS, 0, 0, _KAFKA_METADATA, 0, 0)
+    if api_key == _KAFKA_METADATA and api_version == 0:
+        standin.metadata_requested.set()
+        standin.release.wait(30)
+        broker = struct.pack(">i", 0) + _kafka_string("127.0.0.1") + struct.pack(">i", standin.port)
+        return struct.pack(">i", 1) + broker + struct.pack(">i", 0)  # one broker, no topics
+    return None
+
+
+def _serve_kafka_client(standin: KafkaStandin, conn: socket.socket) -> None:
+    with conn:
+        while True:
+            header = _recv_exactly(conn, 4)
+            request = None if header is None else _recv_exactly(conn, int.from_bytes(header, "big"))
+            if request is None or len(request) < 8:
+                return
+            api_key, api_version, correlation_id = struct.unpack(">hhi", request[:8])
+            standin.requests.append((api_key, api_version))
+            body = _kafka_reply(standin, api_key, api_version)
+            if body is None:
+                return  # as a broker does with a request it cannot parse: close
+            payload = struct.pack(">i", correlation_id) + body  # response header v0
+            conn.sendall(len(payload).to_bytes(4, "big") + payload)
+
+
+@contextlib.contextmanager
+def kafka_standin(*, hold_metadata: bool = False) -> Iterator[KafkaStandin]:
+    """A Kafka stand-in on 127.0.0.1: answers ApiVersions and Metadata (itself as broker 0, no
+    topics). With ``hold_metadata``, Metadata replies wait for ``release.set()``, so a test
+    can inspect the client's connection while it is open."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = int(listener.getsockname()[1])
+    release = threading.Event()
+    if not hold_metadata:
+        release.set()
+    standin = KafkaStandin(port, [], threading.Event(), release)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _address = listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=_serve_kafka_client, args=(standin, conn), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield standin
+    finally:
+        release.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
+        listener.close()
         thread.join(5)

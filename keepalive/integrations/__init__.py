@@ -21,6 +21,13 @@ paramiko            :mod:`keepalive.integrations.paramiko` (``server_alive(clien
 grpcio              :mod:`keepalive.integrations.grpc` (``channel_options``, ``server_options``)
 websockets          :mod:`keepalive.integrations.websockets` (``ping_kwargs``,
                     ``connect_socket_async``)
+elasticsearch-py    :mod:`keepalive.integrations.elasticsearch` (``node_class(cfg)``)
+pika                :mod:`keepalive.integrations.pika` (``connection_parameters_kwargs``:
+                    ``tcp_options`` and the AMQP heartbeat)
+kombu / celery      :mod:`keepalive.integrations.kombu` (``connection_kwargs``,
+                    ``celery_settings``)
+kafka-python        :mod:`keepalive.integrations.kafka` (``socket_options(cfg)``)
+SQLAlchemy, Django  :func:`libpq_params` (``connect_args=``, ``OPTIONS``)
 ==================  ==============================================================
 
 Third-party modules are imported inside the helpers that need them, never at import time; a
