@@ -45,6 +45,13 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 from keepalive._validate import flag
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSettingType, UnsupportedOption
+from keepalive.integrations._common import _accepts, _checked, _missing, _platform, _too_old
+from keepalive.integrations.httpx import (
+    httpx_async_client,
+    httpx_async_transport,
+    httpx_client,
+    httpx_transport,
+)
 from keepalive.platforms import SETTINGS, Platform, Setting, current
 from keepalive.sockets import configure, socket_options
 
@@ -67,51 +74,6 @@ __all__ = [
     "redis_kwargs",
     "urllib3_socket_options",
 ]
-
-
-def _config(cfg: object) -> KeepaliveConfig:
-    if cfg is None:
-        return KeepaliveConfig()
-    if not isinstance(cfg, KeepaliveConfig):
-        raise InvalidSettingType("cfg", cfg, "a keepalive.KeepaliveConfig or None (the defaults)")
-    return cfg
-
-
-def _platform(platform: object) -> Platform:
-    if platform is None:
-        return current()
-    if not isinstance(platform, Platform):
-        raise InvalidSettingType("platform", platform, "a keepalive.Platform or None")
-    return platform
-
-
-def _checked(cfg: object, strict: object) -> tuple[KeepaliveConfig, bool]:
-    """The config and the strict flag, refused with a named error before anything else."""
-    return _config(cfg), flag("strict", strict)
-
-
-def _missing(package: str, helper: str, requirement: str = "") -> ImportError:
-    wanted = requirement or package
-    return ImportError(
-        f"keepalive.integrations.{helper}() needs {wanted}: pip install '{wanted}'",
-        name=package,
-    )
-
-
-def _too_old(
-    package: str, version: str, helper: str, requirement: str, feature: str
-) -> ImportError:
-    return ImportError(
-        f"keepalive.integrations.{helper}() needs {requirement} ({feature}); "
-        f"{package} {version} is installed: pip install -U '{requirement}'",
-        name=package,
-    )
-
-
-def _accepts(callable_: Any, parameter: str) -> bool:
-    import inspect  # noqa: PLC0415 - only needed for the version check
-
-    return parameter in inspect.signature(callable_).parameters
 
 
 # -- urllib3 / requests -----------------------------------------------------------------------
@@ -424,13 +386,3 @@ def libpq_conninfo(
     """
     params = libpq_params(cfg, strict=strict, platform=platform)
     return " ".join(f"{key}={value}" for key, value in params.items())
-
-
-# -- httpx / httpcore: a module of its own, which uses the helpers above ----------------------
-
-from keepalive.integrations.httpx import (  # noqa: E402
-    httpx_async_client,
-    httpx_async_transport,
-    httpx_client,
-    httpx_transport,
-)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket
-from keepalive.integrations import _accepts, _checked, _missing, _too_old
+from keepalive.integrations._common import _accepts, _checked, _missing, _too_old
 from keepalive.platforms import current
 from keepalive.sockets import configure, socket_options
 

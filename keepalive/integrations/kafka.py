@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 
 from keepalive.config import KeepaliveConfig
-from keepalive.integrations import _checked, _missing, _platform
+from keepalive.integrations._common import _checked, _missing, _platform
 from keepalive.platforms import Platform
 from keepalive.sockets import socket_options as _keepalive_options
 

@@ -44,7 +44,8 @@ from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, UnsupportedOption
 from keepalive.heartbeat import HeartbeatConfig
-from keepalive.integrations import _checked, _platform, redis_kwargs
+from keepalive.integrations import redis_kwargs
+from keepalive.integrations._common import _checked, _platform
 from keepalive.platforms import Platform
 from keepalive.sockets import socket_options
 

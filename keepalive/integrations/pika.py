@@ -33,7 +33,7 @@ from typing import Final, TypedDict
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, UnsupportedOption
 from keepalive.heartbeat import HeartbeatConfig
-from keepalive.integrations import _checked, _platform
+from keepalive.integrations._common import _checked, _platform
 from keepalive.platforms import SETTINGS, Platform, SetOption
 
 __all__ = [
