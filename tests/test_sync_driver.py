@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gc
 import hashlib
 import logging
@@ -1095,3 +1096,274 @@ def test_a_forked_child_gets_its_own_scheduler() -> None:
     assert inherited.stats.pongs_received > pongs  # the parent's heartbeat goes on
     inherited.close()
     parent_peer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast data path: one critical section per call while nothing can be filtered
+
+
+def _ping_read_by(peer: socket.socket) -> None:
+    """Wait (at most 5 s) for the monitored side's ping on ``peer``."""
+    peer.settimeout(5)
+    assert peer.recv(5) == b"PING\n"
+
+
+def _read_exactly(sock: MonitoredSocket, size: int, *, into: str = "") -> bytes:
+    """``size`` bytes read with recv, or recv_into a bytearray or a memoryview (``into``)."""
+    received = bytearray()
+    buffer = bytearray(8192)
+    target = memoryview(buffer) if into == "memoryview" else buffer
+    while len(received) < size:
+        if into:
+            count = sock.recv_into(target)
+            chunk = bytes(buffer[:count])
+        else:
+            chunk = sock.recv(8192)
+        assert chunk, "unexpected end of stream"
+        received += chunk
+    return bytes(received)
+
+
+def test_the_fast_read_route_turns_off_while_a_pong_is_owed_and_back_on_after_it() -> None:
+    client, peer = socket.socketpair()
+    with monitor(client, heartbeat=HeartbeatConfig(interval=0.5, timeout=5)) as sock, peer:
+        assert sock._read_route != 0  # idle: reads take the fast route
+        peer.sendall(b"hello\n")
+        assert sock.recv(100) == b"hello\n"
+        _ping_read_by(peer)
+        wait_for(lambda: sock.stats.pings_sent == 1, 2, "the ping to be reported")
+        assert sock._read_route == 0  # a pong is owed: every read goes through the filter
+        peer.sendall(b"PONG\nafter\n")
+        assert sock.recv(100) == b"after\n"
+        assert sock.stats.pongs_received == 1
+        assert sock._read_route != 0  # nothing owed any more (next ping: 0.5 s from now)
+
+
+@pytest.mark.parametrize("into", ["", "bytearray", "memoryview"], ids=["recv", "into", "into-view"])
+@pytest.mark.parametrize(
+    ("before", "pong_is_a_message_end"),
+    [
+        (b"ok\n", False),  # the chunk ends a line: the next message starts at the pong
+        (b"abc", True),  # mid-line: "abcPONG\n" is the application's message
+        (b"z" * 5000 + b"\nab", True),  # a line end near the end of a long chunk
+        (b"x" * 5000, True),  # no line end at all in a chunk longer than the tail looked at
+        (b"line\n" + b"y" * 5000, True),  # a line end, but further back than that tail
+    ],
+    ids=["line-end", "mid-line", "end-in-tail", "no-line-end", "end-before-tail"],
+)
+def test_line_ends_read_on_the_fast_route_decide_what_a_later_pong_is(
+    before: bytes, pong_is_a_message_end: bool, into: str
+) -> None:
+    client, peer = socket.socketpair()
+    with monitor(client, heartbeat=HeartbeatConfig(interval=0.2, timeout=5)) as sock, peer:
+        assert sock._read_route != 0
+        peer.sendall(before)
+        assert _read_exactly(sock, len(before), into=into) == before  # on the fast route
+        _ping_read_by(peer)
+        wait_for(lambda: sock.stats.pings_sent == 1, 2, "the ping to be reported")
+        peer.sendall(b"PONG\n")
+        if pong_is_a_message_end:
+            # "PONG\n" ends the application's message that began before the ping: not a pong.
+            assert _read_exactly(sock, 5, into=into) == b"PONG\n"
+            assert sock.stats.pongs_received == 0
+            peer.sendall(b"PONG\n")  # the real pong, at a message boundary
+        peer.sendall(b"end\n")
+        assert _read_exactly(sock, 4, into=into) == b"end\n"
+        assert sock.stats.pongs_received == 1
+        assert sock.stats.bytes_received == len(before) + 5 * (1 + pong_is_a_message_end) + 4
+
+
+def test_fast_writes_cut_short_by_a_full_buffer_keep_pings_between_messages() -> None:
+    client, server = socket.socketpair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)  # partial sends
+    peer = LinePeer(server)  # answers the pings: the writers are never declared dead
+    sock = monitor(client, heartbeat=HeartbeatConfig(interval=0.01, timeout=5))
+    messages = {letter: letter * 49_999 + b"\n" for letter in (b"a", b"b", b"c")}
+
+    def write(message: bytes) -> None:
+        for _ in range(15):
+            sock.sendall(message)  # up to 64 KiB: tried on the fast path first
+            time.sleep(0.002)
+
+    writers = [Outcome(functools.partial(write, message)) for message in messages.values()]
+    for writer in writers:
+        writer.wait(30)
+        assert writer.error is None
+    sock.settimeout(0.3)
+    with contextlib.suppress(TimeoutError):  # read the last pongs
+        while sock.recv(100):
+            pass
+    wait_for(lambda: len(peer.received) >= 45 * 50_000, 10, "every message to arrive")
+    sock.close()
+    peer.close()
+    lines = bytes(peer.received).split(b"\n")
+    assert lines.pop() == b""
+    pings = lines.count(b"PING")
+    assert pings >= 1  # (else the test proved nothing)
+    assert sorted(line for line in lines if line != b"PING") == sorted(
+        message[:-1] for message in messages.values() for _ in range(15)
+    )
+
+
+def test_reads_on_the_fast_route_keep_timeouts_nonblocking_mode_and_argument_checks() -> None:
+    client, peer = socket.socketpair()
+    with monitor(client, heartbeat=QUIET) as sock, peer:
+        assert sock._read_route != 0
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        assert 0.2 <= time.monotonic() - started < 0.2 + SLACK
+        with pytest.raises(TimeoutError):
+            sock.recv_into(bytearray(10))
+        sock.settimeout(0)
+        with pytest.raises(BlockingIOError):
+            sock.recv(100)
+        with pytest.raises(BlockingIOError):
+            sock.recv_into(bytearray(10))
+        with pytest.raises(InvalidSetting, match="nbytes"):
+            sock.recv_into(bytearray(10), 11)
+        with pytest.raises(InvalidSettingType, match="buffer"):
+            sock.recv_into(b"read-only")
+        with pytest.raises(InvalidSetting, match="flags"):
+            sock.recv(10, socket.MSG_PEEK)
+        sock.settimeout(None)
+        peer.sendall(b"0123456789")
+        buffer = bytearray(10)
+        assert sock.recv_into(buffer, 4) == 4
+        assert buffer[:4] == b"0123"
+        assert sock.recv(100) == b"456789"
+        assert sock.stats.bytes_received == 10
+        peer.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""  # end of stream, seen on the fast route
+        assert not sock.monitoring
+        assert sock.recv_into(buffer) == 0
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_held_a_state_lock_can_use_its_sockets() -> None:
+    client, peer = socket.socketpair()
+    sock = monitor(client, heartbeat=QUIET)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with sock._state_lock:  # (state locks are shared by a few monitors)
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock, daemon=True)
+    holder.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            sock.settimeout(0)
+            with contextlib.suppress(BlockingIOError):
+                sock.recv(10)
+            other = socket.socketpair()
+            monitor(other[0], heartbeat=QUIET).close()  # a new monitor, maybe on that stripe
+            sock.close()
+            status = 0
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join(5)
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child deadlocked on a state lock held at the fork")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    peer.sendall(b"still works\n")  # the parent's monitor is untouched by the child
+    assert sock.recv(100) == b"still works\n"
+    sock.close()
+    peer.close()
+
+
+def test_a_monitor_costs_at_most_768_bytes() -> None:
+    import tracemalloc
+
+    pairs = [socket.socketpair() for _ in range(1000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        monitors = [monitor(a, heartbeat=QUIET) for a, _b in pairs]
+        per_monitor = (tracemalloc.get_traced_memory()[0] - before) / len(monitors)
+    finally:
+        tracemalloc.stop()
+    for sock, (_a, b) in zip(monitors, pairs, strict=True):
+        sock.close()
+        b.close()
+    # The monitor, its heartbeat, matcher, weak reference and scheduler entries (the socket
+    # itself is the application's). 871 B before the state locks were shared.
+    assert per_monitor <= 768, per_monitor
+
+
+def test_concurrent_readers_on_the_fast_route_never_see_a_pong_or_lose_a_byte() -> None:
+    client, peer = socket.socketpair()
+    sock = monitor(client, heartbeat=HeartbeatConfig(interval=0.005, timeout=5))
+    lines = 20_000
+    line = b"x" * 99 + b"\n"
+    peer_writes = threading.Lock()  # whole lines only: pongs land at message boundaries
+    answered = [0]
+
+    def answer_pings() -> None:
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := peer.recv(4096):
+                pending += data
+                *complete, pending = pending.split(b"\n")
+                for item in complete:
+                    assert item == b"PING"
+                    with peer_writes:
+                        peer.sendall(b"PONG\n")
+                    answered[0] += 1
+
+    def send_lines() -> None:
+        for index in range(lines):
+            with peer_writes:
+                peer.sendall(line)
+            if index % 500 == 0:
+                time.sleep(0.005)  # let pings fall due in between
+
+    received: list[bytes] = []
+    total = [0]
+    counting = threading.Lock()
+
+    def read(into: bool) -> None:
+        buffer = bytearray(4096)
+        while True:
+            with counting:
+                if total[0] >= lines * len(line):
+                    return
+            try:
+                chunk = bytes(buffer[: sock.recv_into(buffer)]) if into else sock.recv(4096)
+            except TimeoutError:
+                continue
+            with counting:
+                received.append(chunk)
+                total[0] += len(chunk)
+
+    sock.settimeout(0.2)  # readers look at the total again between waits
+    answerer = threading.Thread(target=answer_pings, daemon=True)
+    answerer.start()
+    readers = [Outcome(functools.partial(read, into)) for into in (False, True, False, True)]
+    sender = Outcome(send_lines)
+    sender.wait(60)
+    for reader in readers:
+        reader.wait(60)
+        assert reader.error is None
+    stream = b"".join(received)
+    assert len(stream) == lines * len(line)
+    assert stream.count(b"x") == lines * 99  # no byte lost, none of a pong let through
+    assert stream.count(b"\n") == lines
+    assert sock.stats.pings_sent >= 1
+    sock.close()
+    peer.close()
+    answerer.join(5)
+    assert sock.stats.pongs_received == answered[0]

@@ -40,6 +40,18 @@ How it works (decisions worth knowing):
 * **Reads count as life at once.** Bytes are taken from the kernel and handed to the
   heartbeat in one critical section, so a verdict can never slip between "a pong was read"
   and "the heartbeat heard of it".
+* **A fast route while nothing can be filtered.** While the heartbeat is idle with no pong
+  owed (no ping requested, written or counted), nothing is buffered or held by the matcher
+  and the socket is plain, ``recv``/``recv_into`` make one ``recv`` in one critical section
+  (``recv_into`` a ``bytearray`` straight into it; a line matcher is shown only the bytes
+  from the last line end on) and ``sendall``/``send`` of up to 64 KiB try one ``send``
+  under the state lock (a ping cannot come between; a partial write takes the send turn in
+  the same critical section and goes on the general way). The scheduler switches the route
+  off before it pings, so a pong always meets the filter. A blocking read that last got
+  less than it asked for waits (``poll``) before reading: the read that would fail with
+  EAGAIN costs as much as the wait.
+* **State locks are shared**, a few monitors per lock (a lock object per monitor would cost
+  88 bytes); critical sections are short and never block.
 * **No false deaths from our own stalls.** Before a poll that could count a miss, the
   scheduler asks the kernel whether bytes wait unread (``FIONREAD``, else readability). Waiting
   bytes count as life, whether or not they grew since the last look: they mean the
@@ -74,6 +86,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import logging
 import math
 import os
@@ -92,10 +105,11 @@ from typing_extensions import Buffer, Self
 from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import positive_seconds
 from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket, PeerUnresponsive
-from keepalive.framing import Framing, PongSource, make_pong_matcher
+from keepalive.framing import Framing, Lines, MessagePongs, PongSource, make_pong_matcher
 from keepalive.heartbeat import (
     Heartbeat,
     HeartbeatConfig,
+    HeartbeatState,
     MonitorStats,
     PeerDead,
     PingSource,
@@ -151,6 +165,36 @@ _HAVE_POLL = hasattr(select, "poll")
 # reading threads that fragments glibc's per-thread arenas (RSS grew ~6 MiB/min in the soak).
 _SCRATCH_SIZE = 64 * 1024
 _SCRATCH = threading.local()
+# How a read may go (MonitoredSocket._read_route): the fast routes skip the general read path.
+# They hold only while nothing can be filtered: a plain socket, no ping requested or owed a
+# pong, nothing in the inbox or held by the matcher, no end of stream, verdict or close.
+_SLOW_READS = 0  # the general path (_read_locked)
+_DIRECT_READS = 1  # nothing filtered (pong=None, or no heartbeat): the socket's bytes as they are
+_FED_READS = 2  # a MessagePongs must see every byte (boundaries); with nothing owed it passes all
+_LINE_READS = 3  # ... on newline line ends: only the bytes from the last line end on matter
+_ROUTE_KIND = 3  # (the bits above)
+# Added to a fast route while bytes tend to be waiting when a read begins (the last read
+# filled the caller's buffer, found bytes at once, or waited less than _QUICK_WAIT for them):
+# then a read tries first. Without it a blocking read waits (poll) first: a read that fails
+# with EAGAIN costs a system call and an exception, more than the wait itself.
+_READ_FIRST = 4
+_QUICK_WAIT = 20e-6  # (a wait that sleeps costs a wake-up: tens of microseconds at least)
+# Writes of up to this size are tried at once under the state lock (a ping cannot come between,
+# and a short non-blocking send holds the lock only briefly).
+_FAST_WRITE_MAX = 64 * 1024
+# recv_into on _LINE_READS: bytes looked at from the end for the last line end before the
+# whole chunk is copied for the matcher instead.
+_LINE_TAIL = 4096
+_IDLE = HeartbeatState.IDLE
+_NEWLINE = ord("\n")
+_NO_LINE_ENDS = bytes(_SCRATCH_SIZE)  # shown to a matcher for bytes it needs only the length of
+# State locks, shared: a lock object per monitor would cost 88 bytes. Critical sections are
+# short and never block, so monitors sharing a stripe rarely wait for each other. Reentrant,
+# because a collected makefile() object may release its monitor from inside another
+# monitor's critical section on the same thread (garbage collection runs anywhere).
+_LOCK_STRIPES = 256
+_STATE_LOCKS = [threading.RLock() for _ in range(_LOCK_STRIPES)]
+_LOCK_TURNS = itertools.count()
 
 
 def monitor(
@@ -176,7 +220,10 @@ def monitor(
     pong ending in a newline; see :mod:`keepalive.framing`). A
     :class:`~keepalive.framing.PongMatcher` of your own (one per socket, never shared), or
     ``None``: nothing is filtered, the application reads every reply itself and any inbound
-    byte counts. ``on_dead(sock, error)``: called once when the peer is declared dead.
+    byte counts. A pong predicate or matcher runs under the monitor's state lock, which it
+    shares with other monitors (a lock per monitor would cost 88 bytes each): it must be
+    quick, never block, and never use a monitored socket. ``on_dead(sock, error)``: called
+    once when the peer is declared dead.
     ``keepalive``: also configure kernel keepalive on the socket first
     (:func:`keepalive.configure`, strict).
 
@@ -444,10 +491,38 @@ def _monitor_collected(ref: weakref.ref[MonitoredSocket]) -> None:
 
 def _after_fork_in_child() -> None:
     _FORKS[0] += 1
+    for lock in _STATE_LOCKS:  # a parent's thread may have held one: fresh in the child
+        lock._at_fork_reinit()  # type: ignore[attr-defined]  # (as threading does for its own)
     _SCHEDULER.after_fork_in_child()
 
 
 _SCHEDULER = _Scheduler()
+
+
+def _track_line_ends(matcher: MessagePongs, buffer: bytearray | memoryview, count: int) -> None:
+    """Show ``matcher`` (newline line ends, nothing owed or held) the first ``count`` bytes
+    of ``buffer`` without copying them all: with nothing owed it only tracks where the last
+    line ends, so the bytes from the last line end on tell it as much as the whole chunk."""
+    if buffer[count - 1] == _NEWLINE:  # the usual end of a line protocol's chunk
+        if not matcher.at_boundary:
+            matcher.feed(b"\n", 0)
+        return
+    if buffer.__class__ is bytearray:  # searched in place, from the end
+        found = buffer.rfind(b"\n", 0, count)
+        if found >= 0:
+            matcher.feed(bytes(memoryview(buffer)[found:count]), 0)
+        elif count <= _SCRATCH_SIZE:  # as many bytes without a line end, none copied
+            matcher.feed(_NO_LINE_ENDS if count == _SCRATCH_SIZE else _NO_LINE_ENDS[:count], 0)
+        else:
+            matcher.feed(bytes(count), 0)
+        return
+    start = max(0, count - _LINE_TAIL)
+    tail = bytes(memoryview(buffer)[start:count])
+    found = tail.rfind(b"\n")
+    if found >= 0 or start == 0:
+        matcher.feed(tail[found:] if found > 0 else tail, 0)
+    else:  # no line end near the end: the matcher counts the whole chunk
+        matcher.feed(bytes(memoryview(buffer)[:count]), 0)
 
 
 def _recv_sized(sock: socket.socket, limit: int) -> bytes:
@@ -506,7 +581,7 @@ class MonitoredSocket:
         "_heartbeat",
         "_inbox",
         "_io_refs",
-        "_label",
+        "_label_text",
         "_matcher",
         "_on_dead",
         "_open_record",
@@ -514,6 +589,7 @@ class MonitoredSocket:
         "_ping",
         "_ping_queue",
         "_pings_owed",
+        "_read_route",
         "_readers",
         "_request_open",
         "_send_depth",
@@ -563,7 +639,7 @@ class MonitoredSocket:
         if tls_errors is not None and sock.version() is None:  # type: ignore[attr-defined]
             sock.do_handshake()  # type: ignore[attr-defined]  # within the socket's timeout
         self._on_dead = on_dead
-        self._label = _peer_label(sock)
+        self._label_text: str | None = None  # the peer, for logs: looked up when first needed
         self._timeout: float | None = sock.gettimeout()
         sock.settimeout(0.0)
         # TLS: SSLWantRead/WriteError also mean "would block", and every call into the TLS
@@ -572,7 +648,9 @@ class MonitoredSocket:
         self._would_block = _WOULD_BLOCK if tls_errors is None else _WOULD_BLOCK + tls_errors
         self._tls_write_pending = False
 
-        self._state_lock = threading.Lock()  # the heartbeat, the inbox, flags; never held long
+        # The heartbeat, the inbox, flags; never held long. Shared with a few other monitors
+        # (see _STATE_LOCKS).
+        self._state_lock = _STATE_LOCKS[next(_LOCK_TURNS) % _LOCK_STRIPES]
         # The send turn, a reentrant lock made of state-lock fields (a lock object per socket
         # would cost 100 bytes): held for a whole application write or message() block; the
         # scheduler writes a ping only when nobody holds it. Owner: a thread ident, 0 if free.
@@ -601,6 +679,7 @@ class MonitoredSocket:
         # Changed under the state lock by the holder of the send turn.
         self._ping_queue: list[_PendingPing] | None = None
         self._write_blocked_since: float | None = None
+        self._read_route = _SLOW_READS  # set by _refresh_read_route_locked (under the lock)
 
         self._bytes_received = 0
         self._bytes_sent = 0
@@ -619,9 +698,11 @@ class MonitoredSocket:
         self._heartbeat: Heartbeat | None = None  # None: no heartbeat (see _heartbeat_optional)
         if heartbeat is None:
             self._stopped = True  # never monitored
+            self._refresh_read_route_locked()
             return
         now = time.monotonic()
         self._heartbeat = Heartbeat(heartbeat, now)
+        self._refresh_read_route_locked()
         _SCHEDULER.register(self, now + heartbeat.interval)
 
     # -- read-outs -------------------------------------------------------------------------
@@ -734,6 +815,14 @@ class MonitoredSocket:
         rtt = "-" if self.rtt is None else f"{self.rtt * 1000:.1f}ms"
         return f"<MonitoredSocket {self._label} {state} rtt={rtt}>"
 
+    @property
+    def _label(self) -> str:
+        """The peer's address (or the descriptor), for logs and repr; kept once known."""
+        label = self._label_text
+        if label is None:
+            label = self._label_text = _peer_label(self._sock)
+        return label
+
     # -- socket-like API -------------------------------------------------------------------
 
     def fileno(self) -> int:
@@ -769,23 +858,82 @@ class MonitoredSocket:
         (also when the death happens while waiting), ``TimeoutError`` or
         ``BlockingIOError`` per :meth:`settimeout`, ``OSError(EBADF)`` if closed meanwhile.
         """
+        if bufsize.__class__ is int and bufsize > 0 and flags == 0:
+            # The fast route: one critical section, one recv (see _refresh_read_route_locked).
+            with self._state_lock:
+                route = self._read_route
+                if route:
+                    if route & _READ_FIRST or self._timeout == 0:
+                        data = self._recv_fast_locked(bufsize, route)
+                        if data is not None:
+                            return data
+                        self._read_route = route & _ROUTE_KIND  # nothing yet: wait first
+                    self._ops += 1  # entered (as _enter): wait, then read on below
+                    self._readers += 1
+            if route:
+                if self._timeout is None:  # (as _call_deadline)
+                    return self._recv_entered(bufsize, None, False, wait_first=True)
+                deadline, nonblocking = self._call_deadline()
+                return self._recv_entered(bufsize, deadline, nonblocking, wait_first=True)
         limit = self._check_read(bufsize, flags)
         if limit == 0:
             return b""
         deadline, nonblocking = self._call_deadline()
         self._enter()
+        return self._recv_entered(limit, deadline, nonblocking, wait_first=False)
+
+    def _recv_entered(
+        self, limit: int, deadline: float | None, nonblocking: bool, *, wait_first: bool
+    ) -> bytes:
+        """The loop of :meth:`recv` in an entered call (see :meth:`_enter`); leaves it."""
+        left = False
         try:
+            quick = wait_first and self._wait_for_bytes(deadline, nonblocking)
             while True:
                 with self._state_lock:
-                    data = self._read_locked(limit, read_on=nonblocking)
+                    route = self._read_route
+                    if route:
+                        data = self._recv_fast_locked(
+                            limit, route | _READ_FIRST if quick else route
+                        )
+                        if data is not None:
+                            # Left here, as _leave would (a fast route is never closing).
+                            self._ops -= 1
+                            self._readers -= 1
+                            left = True
+                            return data
+                    else:
+                        data = self._read_locked(limit, read_on=nonblocking)
+                        self._refresh_read_route_locked()
                 if data is not None:
                     return data
                 self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
         finally:
-            self._leave()
+            if not left:
+                self._leave()
 
     def recv_into(self, buffer: Buffer, nbytes: int = 0, flags: int = 0) -> int:
         """Like :meth:`recv`, into ``buffer``; returns the count (0 at end of stream)."""
+        if buffer.__class__ is bytearray and nbytes.__class__ is int and flags == 0:
+            size = len(buffer)
+            limit = nbytes or size
+            if 0 < limit <= size and nbytes >= 0:
+                # The fast route, as in recv: straight into the caller's buffer.
+                with self._state_lock:
+                    route = self._read_route
+                    if route:
+                        if route & _READ_FIRST or self._timeout == 0:
+                            count = self._recv_into_fast_locked(buffer, limit, route)
+                            if count is not None:
+                                return count
+                            self._read_route = route & _ROUTE_KIND  # nothing yet: wait first
+                        self._ops += 1  # entered (as _enter): wait, then read on below
+                        self._readers += 1
+                if route:
+                    deadline, nonblocking = self._call_deadline()
+                    return self._recv_into_entered(
+                        buffer, limit, deadline, nonblocking, wait_first=True
+                    )
         try:
             view = memoryview(buffer).cast("B")
         except TypeError as exc:
@@ -803,15 +951,44 @@ class MonitoredSocket:
             return 0
         deadline, nonblocking = self._call_deadline()
         self._enter()
+        return self._recv_into_entered(view, limit, deadline, nonblocking, wait_first=False)
+
+    def _recv_into_entered(
+        self,
+        buffer: bytearray | memoryview,
+        limit: int,
+        deadline: float | None,
+        nonblocking: bool,
+        *,
+        wait_first: bool,
+    ) -> int:
+        """The loop of :meth:`recv_into` in an entered call (see :meth:`_enter`); leaves it."""
+        left = False
         try:
+            quick = wait_first and self._wait_for_bytes(deadline, nonblocking)
             while True:
                 with self._state_lock:
-                    count = self._read_into_locked(view, limit, read_on=nonblocking)
+                    route = self._read_route
+                    if route:
+                        if quick:
+                            route |= _READ_FIRST
+                        count = self._recv_into_fast_locked(buffer, limit, route)
+                        if count is not None:
+                            # Left here, as _leave would (a fast route is never closing).
+                            self._ops -= 1
+                            self._readers -= 1
+                            left = True
+                            return count
+                    else:
+                        view = buffer if buffer.__class__ is memoryview else memoryview(buffer)
+                        count = self._read_into_locked(view, limit, read_on=nonblocking)
+                        self._refresh_read_route_locked()
                 if count is not None:
                     return count
                 self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
         finally:
-            self._leave()
+            if not left:
+                self._leave()
 
     def sendall(self, data: Buffer, flags: int = 0) -> None:
         """Write all of ``data``; no ping is written in the middle of it.
@@ -819,10 +996,18 @@ class MonitoredSocket:
         The timeout (:meth:`settimeout`) bounds the whole call. In non-blocking mode a
         ``BlockingIOError`` may come after part of the data was written, as with a socket.
         """
-        self._check_flags(flags)
-        view = memoryview(data).cast("B")
-        deadline, nonblocking = self._call_deadline()
-        self._begin_write(deadline, nonblocking)
+        cls = data.__class__
+        if (cls is bytes or cls is bytearray) and flags == 0:
+            sent = self._send_fast(data, whole=True)  # type: ignore[arg-type]  # (bytes-like)
+            if sent < 0:
+                return
+            view = memoryview(data)[sent:]  # the rest (send turn and call taken)
+            deadline, nonblocking = self._call_deadline()
+        else:
+            self._check_flags(flags)
+            view = memoryview(data).cast("B")
+            deadline, nonblocking = self._call_deadline()
+            self._begin_write(deadline, nonblocking)
         try:
             self._drain_pings(deadline, nonblocking)
             while view:
@@ -838,12 +1023,23 @@ class MonitoredSocket:
         A ping may be written between two ``send`` calls: write messages with
         :meth:`sendall`, or inside ``with sock.hold_pings():``.
         """
-        self._check_flags(flags)
-        view = memoryview(data).cast("B")
-        if not view:
-            return 0
-        deadline, nonblocking = self._call_deadline()
-        self._begin_write(deadline, nonblocking)
+        cls = data.__class__
+        if (cls is bytes or cls is bytearray) and flags == 0 and data:
+            sent = self._send_fast(data, whole=False)  # type: ignore[arg-type]  # (bytes-like)
+            if sent < 0:
+                return len(data)  # type: ignore[arg-type]  # (bytes-like)
+            if sent > 0:
+                self._end_write()
+                return sent
+            view = memoryview(data)  # nothing written yet (send turn and call taken)
+            deadline, nonblocking = self._call_deadline()
+        else:
+            self._check_flags(flags)
+            view = memoryview(data).cast("B")
+            if not view:
+                return 0
+            deadline, nonblocking = self._call_deadline()
+            self._begin_write(deadline, nonblocking)
         try:
             self._drain_pings(deadline, nonblocking)
             return self._send_some(view, deadline, nonblocking)
@@ -1106,6 +1302,17 @@ class MonitoredSocket:
             return verdict.as_error()
         return exc
 
+    def _wait_for_bytes(self, deadline: float | None, nonblocking: bool) -> bool:
+        """:meth:`_wait` for bytes to read; True if they came at once (see _READ_FIRST)."""
+        if deadline is None and not nonblocking and _HAVE_POLL:  # the usual case, inlined
+            poller = select.poll()
+            poller.register(self._sock.fileno(), select.POLLIN)
+            started = time.monotonic()
+            poller.poll()
+            return time.monotonic() - started < _QUICK_WAIT
+        self._wait(write=False, deadline=deadline, nonblocking=nonblocking)
+        return False
+
     def _wait(self, *, write: bool, deadline: float | None, nonblocking: bool) -> None:
         if nonblocking:
             raise BlockingIOError(errno.EAGAIN, _EAGAIN_MESSAGE)
@@ -1123,6 +1330,103 @@ class MonitoredSocket:
         _ready(self._sock.fileno(), write=write, timeout=timeout)
 
     # -- reading -----------------------------------------------------------------------------
+
+    def _refresh_read_route_locked(self) -> None:
+        """Choose how reads go now (state lock held; after anything that may change it).
+
+        A fast route needs: a plain socket (TLS reads go the general way), nothing in the
+        inbox, no end of stream, close or verdict, and no pong to filter: the heartbeat idle
+        with no pong owed (no ping requested, written or counted as sent) and the matcher
+        holding nothing. Whatever may break that (the scheduler servicing the monitor, a ping
+        written or counted, a close) sets the slow route first; only the general read path
+        and the scheduler's idle answer come back here.
+        """
+        route = _SLOW_READS
+        hb, matcher = self._heartbeat, self._matcher
+        if (
+            self._would_block is _WOULD_BLOCK
+            and not self._inbox
+            and not (self._eof or self._closing or self._request_open)
+            and self._verdict is None
+            and (hb is None or (hb.state is _IDLE and not hb.outstanding))
+        ):
+            if matcher is None:
+                route = _DIRECT_READS | _READ_FIRST
+            elif matcher.__class__ is MessagePongs and not matcher.held:
+                framing = matcher.framing
+                lines = isinstance(framing, Lines) and framing.delimiter == b"\n"
+                route = (_LINE_READS if lines else _FED_READS) | _READ_FIRST
+        self._read_route = route
+
+    def _recv_fast_locked(self, limit: int, route: int) -> bytes | None:
+        """A read on a fast route: the socket's bytes, b"" at end of stream, None if none."""
+        try:
+            if limit > _SCRATCH_SIZE:
+                chunk = self._sock.recv(limit)
+            else:  # (as _recv_sized)
+                scratch = getattr(_SCRATCH, "buffer", None)
+                if scratch is None:
+                    scratch = _SCRATCH.buffer = bytearray(_SCRATCH_SIZE)
+                chunk = bytes(memoryview(scratch)[: self._sock.recv_into(scratch, limit)])
+        except _WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            raise self._read_failed_locked(exc) from exc
+        if not chunk:
+            self._end_of_stream_locked()  # (a fast route holds nothing back)
+            return chunk
+        kind = route & _ROUTE_KIND
+        if kind != _DIRECT_READS:  # boundaries only: nothing owed and nothing held
+            matcher: MessagePongs = self._matcher  # type: ignore[assignment]  # (the route's)
+            # A chunk ending a line, read at a message boundary, leaves the matcher as it is
+            # (the usual reply of a line protocol): no need to show it.
+            if not (kind == _LINE_READS and chunk[-1] == _NEWLINE and matcher.at_boundary):
+                matcher.feed(chunk, 0)
+        count = len(chunk)
+        self._read_route = route | _READ_FIRST if count == limit else route
+        self._bytes_received += count
+        hb = self._heartbeat
+        if hb is not None:  # life, in the same critical section (see _fast_inbound_locked)
+            hb.received(time.monotonic(), count, 0)
+        return chunk
+
+    def _recv_into_fast_locked(
+        self, buffer: bytearray | memoryview, limit: int, route: int
+    ) -> int | None:
+        """:meth:`_recv_fast_locked` into ``buffer``: the count, None if nothing waits."""
+        kind = route & _ROUTE_KIND
+        if kind == _FED_READS:  # the matcher must see every byte anyway
+            data = self._recv_fast_locked(limit, route)
+            if data is None:
+                return None
+            count = len(data)
+            buffer[:count] = data
+            return count
+        try:
+            count = self._sock.recv_into(buffer, limit)
+        except _WOULD_BLOCK:
+            return None
+        except OSError as exc:
+            raise self._read_failed_locked(exc) from exc
+        if not count:
+            self._end_of_stream_locked()
+            return 0
+        if kind == _LINE_READS:
+            _track_line_ends(self._matcher, buffer, count)  # type: ignore[arg-type]  # (the route's)
+        self._read_route = route | _READ_FIRST if count == limit else route
+        self._fast_inbound_locked(count)
+        return count
+
+    def _fast_inbound_locked(self, count: int) -> None:
+        """``count`` bytes read on a fast route: life, in the same critical section.
+
+        The heartbeat is idle (the route says so), so its deadline only moves later: the
+        scheduler's timer stays, and its early wake-up just re-arms.
+        """
+        self._bytes_received += count
+        hb = self._heartbeat
+        if hb is not None:
+            hb.received(time.monotonic(), count, 0)
 
     def _read_locked(self, limit: int, *, read_on: bool = True) -> bytes | None:
         """Up to ``limit`` application bytes, b"" at end of stream, None if none is waiting.
@@ -1220,6 +1524,7 @@ class MonitoredSocket:
     def _end_of_stream_locked(self) -> bytes:
         """The peer closed its side: stop the heartbeat, release bytes a matcher held."""
         self._eof = True
+        self._read_route = _SLOW_READS
         self._stop_locked()
         logger.debug("%s sent end of stream; heartbeat stopped", self._label)
         return self._matcher.flush() if self._matcher is not None else b""
@@ -1231,6 +1536,50 @@ class MonitoredSocket:
         return translated
 
     # -- writing -----------------------------------------------------------------------------
+
+    def _send_fast(self, data: bytes | bytearray, *, whole: bool) -> int:
+        """Try to write ``data`` in one go under the state lock (no ping can come between).
+
+        Returns -1 if all of it was written (the call is over). Otherwise returns how many
+        bytes were written (``whole``: any part; else 0, or the bytes of a partial ``send``)
+        with the call entered and the send turn taken in the same critical section, as
+        :meth:`_begin_write` would: the caller goes on (or returns) and calls
+        :meth:`_end_write`. Only a plain socket with the send turn free and no ping
+        waiting to be finished is tried; anything else just takes the turn.
+        """
+        wake = False
+        with self._state_lock:
+            if self._closing:
+                raise _closed_error()
+            sent = 0
+            if (
+                self._send_owner == 0
+                and self._ping_queue is None
+                and self._would_block is _WOULD_BLOCK
+                and len(data) <= _FAST_WRITE_MAX
+            ):
+                verdict = self._verdict
+                if verdict is not None:
+                    raise verdict.as_error()
+                try:
+                    sent = self._sock.send(data)
+                except _WOULD_BLOCK:
+                    self._note_write_blocked()
+                except OSError as exc:
+                    raise self._translate(exc) from exc
+                else:
+                    self._write_blocked_since = None
+                    self._bytes_sent += sent
+                    if sent == len(data):
+                        wake = self._request_open and not self._stopped
+                        sent = -1
+            if sent >= 0:
+                deadline, nonblocking = self._call_deadline()
+                self._take_send_turn_locked(deadline, nonblocking=nonblocking)
+                self._ops += 1
+        if wake:
+            self._wake_for_ping()  # (as _end_write: a ping may have waited for the turn)
+        return sent
 
     def _begin_write(self, deadline: float | None, nonblocking: bool) -> None:
         """Enter a write call (like :meth:`_enter`) and take the send turn."""
@@ -1373,6 +1722,7 @@ class MonitoredSocket:
 
     def _ping_written_locked(self, record: _PendingPing, now: float) -> None:
         record.reported = True
+        self._read_route = _SLOW_READS  # its pong is owed now
         hb = self._heartbeat
         assert hb is not None  # (pings come from a heartbeat)
         hb.ping_sent(now)
@@ -1390,6 +1740,7 @@ class MonitoredSocket:
             hb, config = self._heartbeat, self._config
             if self._stopped or hb is None or config is None:  # (never scheduled without)
                 return
+            self._read_route = _SLOW_READS  # until the heartbeat is idle again (below)
             now = time.monotonic()
             if hb.miss_possible(now):
                 if self._readers == 0 and self._matcher is not None and hb.outstanding:
@@ -1416,6 +1767,7 @@ class MonitoredSocket:
                 self._open_record = None
                 if not (self._pings_owed or self._ping_queue):
                     self._arm_locked(action.deadline, now)
+                    self._refresh_read_route_locked()
                     return
                 self._ops += 1  # pings owed to the wire: write them now, not at the next request
             else:  # SendPing
@@ -1522,6 +1874,7 @@ class MonitoredSocket:
         hb, config = self._heartbeat, self._config
         assert hb is not None  # (scheduled with a heartbeat only)
         assert config is not None
+        self._read_route = _SLOW_READS  # its pong is owed now
         hb.ping_sent(sent_at)  # starts the ping's timeout window at sent_at
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("ping to %s", self._label)
@@ -1603,6 +1956,7 @@ class MonitoredSocket:
         with self._state_lock:
             if self._stopped:
                 return None
+            self._read_route = _SLOW_READS  # (a ping may be counted as sent below)
             now = time.monotonic()
             retry = now + min(_PING_RETRY_CAP, config.timeout / 4)
             if not self._request_open:  # only owed or unfinished pings: keep trying
@@ -1652,7 +2006,9 @@ class MonitoredSocket:
             self._stop_locked()
 
     def _close_locked(self) -> None:
+        _ = self._label  # while the socket can still tell its peer (for later logs and repr)
         self._closing = True
+        self._read_route = _SLOW_READS
         self._stop_locked()
         if self._ops == 0 or self._generation != _FORKS[0]:  # (calls in flight: the parent's)
             self._fd_closed = True
@@ -1670,8 +2026,7 @@ class MonitoredSocket:
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks (others' threads are gone), and no heartbeat here."""
-        self._generation = _FORKS[0]
-        self._state_lock = threading.Lock()
+        self._generation = _FORKS[0]  # (the state locks were reset at the fork)
         self._send_owner = 0
         self._send_depth = 0
         self._send_waiters = None
