@@ -33,6 +33,7 @@ from typing import NoReturn
 import pytest
 
 __all__ = [
+    "RABBITMQ_GROUP",
     "REQUIRE_ENV",
     "AmqpServer",
     "HttpServer",
@@ -445,6 +446,12 @@ def sshd_server() -> Iterator[SshServer]:
             assert process.stderr is not None
             last_error = process.stderr.read().decode(errors="replace")[-500:]
         pytest.fail(f"sshd did not start: {last_error}")
+
+
+#: Mark for every test using the ``rabbitmq`` fixture (tests/conftest.py): with ``--dist
+#: loadgroup`` (pyproject's addopts) pytest-xdist runs them on one worker, which starts the
+#: broker once for all of them.
+RABBITMQ_GROUP = pytest.mark.xdist_group("rabbitmq")
 
 
 @dataclass

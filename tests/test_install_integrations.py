@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from servers import (
+    RABBITMQ_GROUP,
     AmqpServer,
     HttpServer,
     NatsServer,
@@ -31,7 +32,6 @@ from servers import (
     moto_s3_server,
     nats_server,
     postgres_server,
-    rabbitmq_server,
     require_module,
     smtp_server,
     sshd_server,
@@ -253,12 +253,7 @@ def test_paramiko_against_sshd(sshd: SshServer) -> None:
 # -- pika: tcp_options apply nothing on macOS ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rabbitmq() -> Iterator[AmqpServer]:
-    with rabbitmq_server() as server:
-        yield server
-
-
+@RABBITMQ_GROUP
 def test_pika_against_rabbitmq(rabbitmq: AmqpServer) -> None:
     pika = require_module("pika")
     connection = pika.BlockingConnection(

@@ -15,6 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from servers import (
+    RABBITMQ_GROUP,
+    AmqpServer,
+    RedisServer,
+    client_sockets_to,
+    redis_server,
+    require_module,
+)
 
 from keepalive import HeartbeatConfig, InvalidSetting, KeepaliveConfig, UnsupportedOption
 from keepalive.integrations.kombu import (
@@ -26,18 +34,11 @@ from keepalive.integrations.kombu import (
 )
 from keepalive.platforms import Platform, catalog, detect
 from keepalive.testing import FaultProxy
-from tests.servers import (
-    AmqpServer,
-    RedisServer,
-    client_sockets_to,
-    rabbitmq_server,
-    redis_server,
-    require_module,
-)
 
 CFG = KeepaliveConfig(idle=7, interval=3, count=4, user_timeout=25.0001)
 TOLERANCE = 2.0  # seconds past a bound, for a loaded 2-core machine
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads Linux socket options")
+pytestmark = RABBITMQ_GROUP  # one broker for every test that needs it (tests/conftest.py)
 
 # Linux's numbers (include/uapi/linux/tcp.h): TCP_KEEPIDLE 4, TCP_KEEPINTVL 5, TCP_KEEPCNT 6,
 # TCP_USER_TIMEOUT 18.
@@ -116,12 +117,6 @@ def test_kwargs_by_transport() -> None:
 
 
 # -- against RabbitMQ and Redis ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rabbitmq() -> Iterator[AmqpServer]:
-    with rabbitmq_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from servers import RABBITMQ_GROUP, AmqpServer, client_sockets_to, require_module
 
 from keepalive import HeartbeatConfig, InvalidSetting, KeepaliveConfig, UnsupportedOption
 from keepalive.integrations.pika import (
@@ -28,11 +29,11 @@ from keepalive.integrations.pika import (
 )
 from keepalive.platforms import Platform, catalog, detect
 from keepalive.testing import FaultProxy
-from tests.servers import AmqpServer, client_sockets_to, rabbitmq_server, require_module
 
 CFG = KeepaliveConfig(idle=7, interval=3, count=4, user_timeout=25.0001)
 TOLERANCE = 3.0  # seconds past a bound, for a loaded 2-core machine
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads Linux socket options")
+pytestmark = RABBITMQ_GROUP  # one broker for every test that needs it (tests/conftest.py)
 
 
 def _platform(label: str) -> Platform:
@@ -163,12 +164,6 @@ def test_kwargs_leave_heartbeat_out_unless_given() -> None:
 
 
 # -- against RabbitMQ --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rabbitmq() -> Iterator[AmqpServer]:
-    with rabbitmq_server() as server:
-        yield server
 
 
 def _read_back(sock: socket.socket) -> dict[str, int]:
