@@ -36,17 +36,25 @@ Design (what a reader of the code needs to know):
   into one buffer per event loop, shared by all its monitors (reads are synchronous, so it
   is never in use twice), and only the bytes read are copied out. That spares every read
   the allocation of asyncio's 256 KiB receive size, which on this project's machines costs
-  more CPU than the heartbeat itself.
+  more CPU than the heartbeat itself. Behind :func:`open_connection` (whose
+  ``StreamReaderProtocol`` copies what it gets into its ``StreamReader`` at once) not even
+  that: while no pong is owed, the application's protocol gets a view of the shared buffer,
+  and the pong matcher is fed only the bytes from the chunk's last line end on, which
+  leaves its line boundary exactly where the whole chunk would (lines with a one-byte
+  delimiter; other framings, a pong owed, bytes held back: the matcher gets every byte).
 * **One scheduler per event loop**, one ``loop.call_at`` handle, no task per connection.
   Wake-ups are rounded up to a grid of 1/64 of ``min(interval, timeout)`` (at most 0.25 s),
   so connections due at nearly the same time share one timer callback and one loop
   iteration (deadlines are never advanced, so no verdict comes early). The scheduler keeps a
   bucket (list) of monitors per wake-up time and a heap of the distinct times: scheduling is
-  a list append, with no allocation per beat. Re-arming is lazy: inbound bytes only update
-  the core, the monitor wakes at its old time, polls, and is put in the bucket of its new
-  deadline; it is moved only when a deadline moves earlier. Stale appearances are skipped
-  when their bucket fires, dropped when the loop's last monitor goes away, and compacted
-  when they outnumber the live monitors.
+  a list append, with no allocation per beat. After a ping the monitor wakes when the next
+  ping falls due if the pong comes back in time (not at the end of the ping's window), so a
+  pong back within the same grid cell moves nothing: one bucket entry per beat. Otherwise
+  re-arming is lazy: other inbound bytes only update the core, the monitor wakes at its old
+  time, polls, and is put in the bucket of its new deadline; a pong or bytes during a ping's
+  window move it to its new deadline's cell. Stale appearances are skipped when their bucket
+  fires, dropped when the loop's last monitor goes away, and compacted when they outnumber
+  the live monitors.
 * **No false deaths from our own stalls.** Before a poll that would count a miss, the driver
   asks the kernel whether inbound bytes are already waiting on the socket (``FIONREAD``;
   ``select`` with a zero timeout where ``ioctl`` is missing), and counts them as life
@@ -127,9 +135,8 @@ from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import check_address, positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.framing import Framing, PongSource, make_pong_matcher
+from keepalive.framing import Framing, Lines, MessagePongs, PongSource, make_pong_matcher
 from keepalive.heartbeat import (
-    Action,
     Heartbeat,
     HeartbeatConfig,
     MonitorStats,
@@ -234,6 +241,7 @@ class _Scheduler:
         "_tasks",
         "_timers",
         "receive_buffer",
+        "receive_bytes",
     )
 
     def __init__(self, loop_ref: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
@@ -247,7 +255,8 @@ class _Scheduler:
         self._tasks: set[asyncio.Future[object]] = set()
         self._fire_callback = self._fire  # one bound method for every call_at
         # The loop's shared read buffer (see HeartbeatProtocol.get_buffer).
-        self.receive_buffer = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
+        self.receive_bytes = bytearray(_RECEIVE_BUFFER_SIZE)
+        self.receive_buffer = memoryview(self.receive_bytes)
 
     # -- monitors ----------------------------------------------------------------------------
 
@@ -271,7 +280,7 @@ class _Scheduler:
 
     def schedule(self, monitor: HeartbeatProtocol, when: float) -> None:
         """Wake ``monitor`` at ``when`` (rounded up to its grid), replacing its wake-up."""
-        wake = monitor._wake_time(when)
+        wake = grid_time(when, monitor._settings.grid)
         current = monitor._wake
         if current is not None:
             if current == wake:
@@ -420,33 +429,50 @@ def scheduler_stats(loop: asyncio.AbstractEventLoop | None = None) -> SchedulerS
 
 class _Settings:
     """What a monitor was made with and never changes: the heartbeat, its timer grid, the
-    ping, whether the application's protocol is buffered. Monitors made alike share one
-    (issue 14: memory per asyncio monitor); a ping callable gets its own."""
+    ping, whether the application's protocol is buffered, whether it may be handed views of
+    the shared read buffer. Monitors made alike share one (issue 14: memory per asyncio
+    monitor); a ping callable gets its own."""
 
-    __slots__ = ("buffered", "config", "grid", "ping")
+    __slots__ = ("buffered", "config", "grid", "ping", "view_delimiter", "views")
 
     def __init__(
-        self, config: HeartbeatConfig, ping: bytes | Callable[[], object], buffered: bool
+        self,
+        config: HeartbeatConfig,
+        ping: bytes | Callable[[], object],
+        buffered: bool,
+        views: bool = False,
+        view_delimiter: bytes | None = None,
     ) -> None:
         self.config = config
         self.grid = timer_grid(config)
         self.ping = ping
         self.buffered = buffered
+        # views: the application's protocol copies what data_received() gets before it
+        # returns (asyncio's StreamReaderProtocol feeding its StreamReader, both made by
+        # open_connection), so it can be handed a view of the shared read buffer instead of
+        # a copy. view_delimiter: the one-byte line delimiter of the pong matcher (None: no
+        # matcher), whose boundary the monitor tracks from the buffer itself.
+        self.views = views
+        self.view_delimiter = view_delimiter
 
 
-_SHARED_SETTINGS: dict[tuple[HeartbeatConfig, bytes, bool], _Settings] = {}
+_SHARED_SETTINGS: dict[tuple[HeartbeatConfig, bytes, bool, bool, bytes | None], _Settings] = {}
 _SHARED_SETTINGS_MAX: Final = 256  # distinct combinations kept; more are made per monitor
 
 
 def _settings_for(
-    config: HeartbeatConfig, ping: bytes | Callable[[], object], buffered: bool
+    config: HeartbeatConfig,
+    ping: bytes | Callable[[], object],
+    buffered: bool,
+    views: bool = False,
+    view_delimiter: bytes | None = None,
 ) -> _Settings:
     if not isinstance(ping, bytes):
-        return _Settings(config, ping, buffered)
-    key = (config, ping, buffered)
+        return _Settings(config, ping, buffered, views, view_delimiter)
+    key = (config, ping, buffered, views, view_delimiter)
     settings = _SHARED_SETTINGS.get(key)
     if settings is None:
-        settings = _Settings(config, ping, buffered)
+        settings = _Settings(config, ping, buffered, views, view_delimiter)
         if len(_SHARED_SETTINGS) < _SHARED_SETTINGS_MAX:
             _SHARED_SETTINGS[key] = settings
     return settings
@@ -757,7 +783,67 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         scheduler = self._scheduler
         assert scheduler is not None
+        if self._settings.views and self._view_received(scheduler, nbytes):
+            return
         self.data_received(bytes(scheduler.receive_buffer[:nbytes]))
+
+    def _view_received(self, scheduler: _Scheduler, nbytes: int) -> bool:
+        """Take ``nbytes`` read into the shared buffer without copying them (the data path of
+        :func:`open_connection`): False, having done nothing, where only the matcher can
+        decide (a pong owed, bytes held back, no line end in the chunk to track the boundary
+        from).
+
+        With no pong owed the matcher only tracks where the current line started; a line
+        ends at each (one-byte) delimiter, so the line's end after the chunk depends only on
+        the bytes from its last delimiter on, and feeding the matcher those few bytes leaves
+        it exactly as feeding the whole chunk would.
+        """
+        heartbeat = self._heartbeat
+        if heartbeat is None or self._state == _DEAD or heartbeat.outstanding:
+            return False
+        matcher = self._matcher
+        delimiter = self._settings.view_delimiter
+        if matcher is not None:
+            assert delimiter is not None
+            if cast(MessagePongs, matcher).held:  # (views only with a MessagePongs)
+                return False
+            last = scheduler.receive_bytes.rfind(delimiter, 0, nbytes)
+            if last < 0:
+                return False
+            tail = delimiter if last == nbytes - 1 else bytes(scheduler.receive_buffer[last:nbytes])
+            matcher.feed(tail, 0)
+        assert self._loop is not None
+        self._bytes_received += nbytes
+        heartbeat.received(self._loop.time(), nbytes, None if matcher is None else 0)
+        if self._state == _ACTIVE and self._wake is None:
+            # A monitor whose ping is held has no wake-up until bytes set a deadline.
+            deadline = heartbeat.deadline
+            if deadline is not None:
+                scheduler.schedule(self, deadline)
+        if not self._inner_lost:
+            # (StreamReader.feed_data copies it into the reader's buffer at once)
+            stream = cast(asyncio.StreamReaderProtocol, self._inner)
+            receive = cast("Callable[[memoryview], object]", stream.data_received)
+            receive(scheduler.receive_buffer[:nbytes])
+        return True
+
+    def _hand_views(self) -> None:
+        """For :func:`open_connection`, whose StreamReaderProtocol and StreamReader copy what
+        they get at once: deliver views of the shared read buffer, not copies, where the pong
+        matcher allows it (none, or whole lines ending with a one-byte delimiter)."""
+        matcher = self._matcher
+        delimiter = None
+        if matcher is not None:
+            if matcher.__class__ is not MessagePongs:
+                return
+            framing = matcher.framing
+            if not isinstance(framing, Lines) or len(framing.delimiter) != 1:
+                return
+            delimiter = framing.delimiter
+        settings = self._settings
+        self._settings = _settings_for(
+            settings.config, settings.ping, settings.buffered, True, delimiter
+        )
 
     def data_received(self, data: bytes) -> None:
         """Take inbound bytes (transports call :meth:`buffer_updated`, which comes here)."""
@@ -775,12 +861,14 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
                 data, pongs = matcher.feed(data, outstanding)
                 heartbeat.received(now, nbytes, pongs)
             if self._state == _ACTIVE and (outstanding or self._wake is None):
-                # Bytes during a ping's window can move the deadline earlier (see Heartbeat);
-                # and a monitor whose ping is held has no wake-up until bytes set a deadline.
+                # Bytes during a ping's window move the deadline (see Heartbeat; _service
+                # woke the monitor for the next ping, which a late pong puts off); and a
+                # monitor whose ping is held has no wake-up until bytes set a deadline.
                 deadline = heartbeat.deadline
                 wake = self._wake
-                if deadline is not None and (wake is None or deadline < wake):
-                    # (schedule() ignores a deadline that rounds to the same wake-up)
+                if deadline is not None and (
+                    wake is None or not wake - self._settings.grid < deadline <= wake
+                ):  # (a deadline in the wake-up's own grid cell rounds up to it: nothing to do)
                     assert self._scheduler is not None
                     self._scheduler.schedule(self, deadline)
         if data and not self._inner_lost:  # after a verdict the application hears nothing
@@ -826,10 +914,6 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             seldom = self._seldom = _Seldom()
         return seldom
 
-    def _wake_time(self, when: float) -> float:
-        """``when`` rounded up to this connection's scheduling grid (see timer_grid)."""
-        return grid_time(when, self._settings.grid)
-
     def _attach(self, transport: asyncio.Transport) -> None:
         if self._state != _NEW:
             raise RuntimeError("a HeartbeatProtocol serves one connection only")
@@ -854,38 +938,69 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
             )
 
     def _service(self, now: float, when: float) -> None:
-        """The scheduler's wake-up at ``when`` (polled as ``now``): obey the core."""
+        """The scheduler's wake-up at ``when`` (polled as ``now``): obey the core.
+
+        The hot path of every beat (issue 14: CPU per beat against the bare-I/O floor): the
+        common case, a ping written at once, makes one call into the core to decide, one to
+        record the ping and one bucket append, and allocates nothing of its own.
+        """
         heartbeat = self._heartbeat
         transport = self._transport
         assert heartbeat is not None
         assert transport is not None
-        assert self._scheduler is not None
-        stalls = heartbeat.stalls
-        action = self._poll(heartbeat, transport, now)
+        scheduler = self._scheduler
+        assert scheduler is not None
+        stalls = -1
+        if heartbeat.miss_possible(now):
+            # Only a poll that may count a miss can find a stall, or unread bytes to count.
+            stalls = heartbeat.stalls
+            self._check_unread(heartbeat, transport, now)
+        action = heartbeat.poll(now)
         if action.__class__ is SendPing:
-            if not self._send_requested_ping(now):
+            ping = self._settings.ping
+            if self._seldom is None and ping.__class__ is bytes and not transport.is_closing():
+                # The common case (no holds, no paused writes, fixed ping), inlined.
+                try:
+                    transport.write(ping)
+                except (RuntimeError, OSError) as exc:  # e.g. write() after write_eof()
+                    self._stop(f"the ping could not be written ({exc})")
+                    return
+                heartbeat.ping_sent(now)
+            elif not self._send_requested_ping(now):
+                return
+            deadline = heartbeat.deadline
+            assert deadline is not None
+            if deadline > now:  # the ping's window: nothing to poll before its end
+                # Wake when the next ping falls due if the pong is back by then, not at the
+                # window's end: a pong that comes back within the same grid cell (the usual
+                # case on a quiet loop) then moves no wake-up, so the beat costs one bucket
+                # entry instead of two. Without a pong that wake-up only polls: Wait.
+                next_ping = now + self._settings.config.interval
+                scheduler.schedule(self, next_ping if next_ping < deadline else deadline)
                 return
             # A ping dated back (stuck writes) may be overdue already: poll again.
-            action = self._poll(heartbeat, transport, now)
+            if heartbeat.miss_possible(now):
+                stalls = heartbeat.stalls
+                self._check_unread(heartbeat, transport, now)
+            action = heartbeat.poll(now)
         if action.__class__ is Wait:
-            if heartbeat.stalls != stalls:
+            if stalls >= 0 and heartbeat.stalls != stalls:
                 logger.warning(
                     "%s: %s", _peer(transport), describe_stall(now - when, self._settings.config)
                 )
-            self._scheduler.schedule(self, action.deadline)
+            scheduler.schedule(self, action.deadline)
         else:
             self._die(cast(PeerDead, action))
 
-    def _poll(self, heartbeat: Heartbeat, transport: asyncio.Transport, now: float) -> Action:
-        if heartbeat.miss_possible(now):
-            # Bytes that reached the kernel while the loop was blocked (or the application
-            # paused reading) are life, though the loop has not delivered them yet.
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                count = unread_bytes(sock.fileno())
-                if heartbeat.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count)):
-                    self._seldom_state().unread_life += 1
-        return heartbeat.poll(now)
+    def _check_unread(self, heartbeat: Heartbeat, transport: asyncio.Transport, now: float) -> None:
+        """Before a poll that may count a miss: bytes that reached the kernel while the loop
+        was blocked (or the application paused reading) are life, though the loop has not
+        delivered them yet."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            count = unread_bytes(sock.fileno())
+            if heartbeat.unread(now, count, peer_blocked=peer_may_be_blocked(sock, count)):
+                self._seldom_state().unread_life += 1
 
     def _send_requested_ping(self, now: float) -> bool:
         """Write the ping the core asked for; True once it is written or counted as sent."""
@@ -1211,9 +1326,11 @@ async def open_connection(
     stream_protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     protocol: asyncio.BaseProtocol = stream_protocol
     if heartbeat is not None:
-        protocol = HeartbeatProtocol(
+        monitor = HeartbeatProtocol(
             stream_protocol, heartbeat, ping=ping, pong=pong, framing=framing, on_dead=on_dead
         )
+        monitor._hand_views()
+        protocol = monitor
     if dial is None:
         transport = await _connect_once(loop, protocol, host, port, kwargs)
         if keepalive is not None:
