@@ -2,6 +2,9 @@
 
 * :func:`monitor` wraps a connected socket in a :class:`MonitoredSocket` (module
   :mod:`keepalive.sync.connection`): one scheduler thread pings every monitored socket.
+* ``monitor(sock, ..., mode="selector")`` returns a :class:`SelectorSocket` (module
+  :mod:`keepalive.sync.selector`): one watcher thread reads every such socket and takes the
+  pongs, so pongs never wake the application's reader threads (plain sockets only).
 * :class:`Supervisor` (module :mod:`keepalive.sync.supervisor`) keeps one connection up and
   reconnects when it dies.
 
@@ -19,6 +22,7 @@ from keepalive.sync.connection import (
     active_monitors,
     monitor,
 )
+from keepalive.sync.selector import SelectorSocket, watched_sockets
 from keepalive.sync.supervisor import SupervisedSocket, Supervisor
 
 __all__ = [
@@ -26,8 +30,10 @@ __all__ = [
     "MonitoredSocket",
     "OnDead",
     "PingSource",
+    "SelectorSocket",
     "SupervisedSocket",
     "Supervisor",
     "active_monitors",
     "monitor",
+    "watched_sockets",
 ]

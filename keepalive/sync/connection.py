@@ -209,6 +209,7 @@ def monitor(
     ssl: ssl_module.SSLContext | None = None,
     server_hostname: str | None = None,
     handshake_timeout: float | None = None,
+    mode: Literal["default", "selector"] = "default",
 ) -> MonitoredSocket:
     """Wrap a connected stream socket and keep a heartbeat on it; returns a socket-like object.
 
@@ -239,7 +240,27 @@ def monitor(
     the wrapper. Raises :class:`~keepalive.errors.InvalidSocket` for anything but an open,
     connected stream socket (TCP or Unix, plain or TLS) and
     :class:`~keepalive.errors.InvalidSetting` for bad arguments, before touching the socket.
+
+    ``mode="selector"`` (plain sockets only, opt-in): one watcher thread reads every such
+    socket and consumes the pongs itself, so pongs never wake the application's reader
+    threads (see :mod:`keepalive.sync.selector`).
     """
+    if mode != "default":
+        if mode != "selector":
+            raise InvalidSetting("mode", mode, "'default' or 'selector'")
+        if ssl is not None or server_hostname is not None or handshake_timeout is not None:
+            raise InvalidSetting("mode", mode, "'default' with TLS (selector mode is plain only)")
+        from keepalive.sync.selector import SelectorSocket  # noqa: PLC0415 - opt-in mode
+
+        return SelectorSocket(
+            sock,
+            heartbeat=heartbeat,
+            ping=ping,
+            pong=pong,
+            framing=framing,
+            on_dead=on_dead,
+            keepalive=keepalive,
+        )
     if ssl is not None or server_hostname is not None or handshake_timeout is not None:
         sock = _start_tls(sock, ssl, server_hostname, handshake_timeout)
     return MonitoredSocket(
