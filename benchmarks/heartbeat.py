@@ -1,57 +1,297 @@
-"""What a heartbeat costs: keepalive's drivers against the usual hand-written pattern.
+"""What a heartbeat costs: keepalive's drivers against the bare-I/O floor and the thread pattern.
 
-asyncio: N monitored connections (default 10,000) at a 1 s ping interval for D seconds,
-against a baseline of one task per connection that sleeps, writes a ping and awaits the
-pong line. Blocking sockets: keepalive.sync.monitor on M sockets (default 1,000) against one
-thread per socket doing the same. Printed: CPU seconds of the client process per 1,000
-heartbeats (pongs received), memory per monitored connection, and the ratios.
+Every row of issue 14's heartbeat table, measured in one run against one responder process
+(PING -> PONG, in a child process: its CPU stays out of the client's figure):
 
-The responders (PING -> PONG) run in a child process, so their CPU stays out of the client's
-figure and each process stays under the per-process open-file limit. CPU is the client
-process's own (``time.process_time``), measured over the same wall-clock window for both.
+* **asyncio, N connections at 1 Hz** (default 10,000), client CPU per beat, against the
+  **bare-I/O floor**: one timer per loop writes PING to every transport, a bare
+  ``asyncio.Protocol`` counts the PONGs, no logic at all. The same on **uvloop**, against
+  the floor on uvloop; **trio** through ``benchmarks/_trio_contenders.py`` when present.
+* **scaling**: keepalive's CPU per beat at 1k, 2.5k, 5k and 10k connections (and the
+  floor's), on each loop; the row is the largest over the smallest (flat within 15 %).
+* **blocking, 1,000 sockets with a reader thread each** (the application's, blocked in
+  ``recv``), keepalive.sync against a heartbeat thread per socket; and keepalive.sync's
+  opt-in selector mode when this checkout has one.
+* **memory per monitor**, asyncio and blocking (tracemalloc, what making the monitors left
+  allocated), against the goals in bytes.
 
-Goals (issue #3): at most one third of the baseline's CPU, at most 1 KiB per monitor.
+A beat counts when its pong arrived. CPU is the client process's own (``time.process_time``),
+over windows of the same length for each contender, cut into one-interval slices: a
+contender's figure is its median slice's CPU per beat. Contenders alternate (their order
+flips every run), so load from other work on the machine falls on both; the client is pinned
+to one CPU and the responder to another for the event-loop rows (see :func:`pin_cpu`). Each
+row prints its ratio, its limit from the issue and PASS/FAIL; ``--runs N`` repeats
+everything and prints medians and spreads (min-max); ``--json PATH`` writes the rows and
+series for the docs' charts (docs/benchmarks.md says what each row measures).
 
-    python benchmarks/heartbeat.py [--connections 10000] [--sockets 1000] [--duration 10]
+    python benchmarks/heartbeat.py [--runs 5] [--json docs/data/bench-heartbeat.json]
+    python benchmarks/heartbeat.py --quick        # a smoke run, about 15 s
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import importlib.util
 import inspect
+import json
 import multiprocessing
 import os
+import platform
 import resource
 import selectors
 import socket
+import statistics
+import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from keepalive import aio, sync
-from keepalive.heartbeat import HeartbeatConfig
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure this checkout, whatever else is installed
+
+from keepalive import aio, sync  # noqa: E402
+from keepalive.heartbeat import HeartbeatConfig  # noqa: E402
 
 PING, PONG = b"PING\n", b"PONG\n"
-BEAT = HeartbeatConfig(interval=1.0, timeout=10.0)
+TRIO_CONTENDERS = Path(__file__).resolve().parent / "_trio_contenders.py"
+# Goals of issue 14 (ratios; memory in bytes per monitor).
+ASYNC_FLOOR_LIMIT = 1.05
+SCALING_LIMIT = 1.15
+BLOCKING_SELECTOR_LIMIT = 0.25
+ASYNC_MONITOR_BYTES = 512
+BLOCKING_MONITOR_BYTES = 640
 
 
-# -- the responder process -------------------------------------------------------------------
+# -- rows, runs and the report (datapath.py uses these too) ----------------------------------------
 
 
-def _responder(listener: socket.socket, ready: multiprocessing.synchronize.Event) -> None:
+@dataclass
+class Row:
+    """One line of an issue table: a contender against its baseline, one sample per run."""
+
+    name: str
+    contender: str
+    baseline: str
+    limit: float | None  # None: reported, no goal
+    loop: str | None
+    ratios: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)  # the contender's own figure, per run
+    unit: str = ""  # of ``value``
+
+
+@dataclass
+class Series:
+    name: str
+    x_label: str
+    y_label: str
+    loop: str | None
+    points: dict[float, list[float]] = field(default_factory=dict)  # x -> one y per run
+
+
+class Report:
+    """The rows and series of one benchmark, gathered over runs."""
+
+    def __init__(self, benchmark: str) -> None:
+        self.benchmark = benchmark
+        self.rows: dict[str, Row] = {}
+        self.series: dict[str, Series] = {}
+        self.notes: list[str] = []
+        self.runs = 0
+
+    def row(
+        self,
+        name: str,
+        *,
+        contender: str,
+        baseline: str,
+        limit: float | None,
+        loop: str | None,
+        ratio: float,
+        value: float | None = None,
+        unit: str = "",
+        detail: str = "",
+    ) -> None:
+        row = self.rows.setdefault(name, Row(name, contender, baseline, limit, loop, unit=unit))
+        row.ratios.append(ratio)
+        if value is not None:
+            row.value.append(value)
+        print(f"  {name:<52} {ratio:7.3f}x  {_verdict(ratio, limit):<14} {detail}", flush=True)
+
+    def point(
+        self, name: str, *, x_label: str, y_label: str, loop: str | None, x: float, y: float
+    ) -> None:
+        series = self.series.setdefault(name, Series(name, x_label, y_label, loop))
+        series.points.setdefault(x, []).append(y)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+        print(f"  {text}", flush=True)
+
+    def summary(self) -> None:
+        print(f"\n== {self.benchmark}: medians of {self.runs} run(s), spread min-max")
+        for row in self.rows.values():
+            ratio = statistics.median(row.ratios)
+            spread = f"{min(row.ratios):.3f}-{max(row.ratios):.3f}"
+            limit = "no goal" if row.limit is None else f"limit <= {row.limit:g}x"
+            value = ""
+            if row.value:
+                value = f"  ({statistics.median(row.value):.4g} {row.unit})"
+            print(
+                f"  {row.name:<52} {ratio:7.3f}x  [{spread}]  {limit:<15} "
+                f"{_verdict(ratio, row.limit)}{value}"
+            )
+            print(f"      {row.contender} / {row.baseline}")
+        for series in self.series.values():
+            points = ", ".join(
+                f"{x:g}: {statistics.median(ys):.3g}" for x, ys in sorted(series.points.items())
+            )
+            print(f"  {series.name} ({series.y_label}): {points}")
+        for text in self.notes:
+            print(f"  note: {text}")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "machine": {
+                "cpus": os.cpu_count() or 1,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "runs": self.runs,
+            "rows": [
+                {
+                    "name": row.name,
+                    "contender": row.contender,
+                    "baseline": row.baseline,
+                    "ratio": round(statistics.median(row.ratios), 4),
+                    "spread": [round(min(row.ratios), 4), round(max(row.ratios), 4)],
+                    "limit": row.limit,
+                    "loop": row.loop,
+                    # Beyond the agreed schema: the contender's own figure (median), if any.
+                    **(
+                        {"value": round(statistics.median(row.value), 4), "unit": row.unit}
+                        if row.value
+                        else {}
+                    ),
+                }
+                for row in self.rows.values()
+            ],
+            "series": [
+                {
+                    "name": series.name,
+                    "x_label": series.x_label,
+                    "y_label": series.y_label,
+                    "points": [
+                        [x, round(statistics.median(ys), 4)]
+                        for x, ys in sorted(series.points.items())
+                    ],
+                    "loop": series.loop,
+                }
+                for series in self.series.values()
+            ],
+            "notes": self.notes,
+        }
+
+    def write_json(self, path: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n")
+        print(f"\nwrote {target}")
+
+
+def _verdict(ratio: float, limit: float | None) -> str:
+    if limit is None:
+        return "(no goal)"
+    return "PASS" if ratio <= limit else "FAIL"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def pin_cpu(which: int) -> str:
+    """Pin this process to one of the CPUs it may use (``0``: the first, ``-1``: the last),
+    where the OS allows it (Linux) and there are two or more; says what it did.
+
+    The client runs on the last CPU, the peer process on the first: a peer on the same CPU
+    as the client (as the scheduler sometimes places it, for a whole transfer) makes the
+    client's copies hit a warm cache, and the client's CPU time is bimodal then (a plain
+    256 MiB recv_into measured 28-35 ms or 77-86 ms per transfer, run to run)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity here)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    os.sched_setaffinity(0, {cpus[which]})
+    return f"pinned to CPU {cpus[which]}"
+
+
+@contextlib.contextmanager
+def all_cpus() -> Iterator[None]:
+    """Lift :func:`pin_cpu` meanwhile: the blocking rows run a thousand threads, and pinned to
+    one CPU their wake-ups and GIL hand-offs never cross CPUs, which no deployment on several
+    CPUs sees (the thread-per-socket baseline measured 43 µs per beat pinned, 95-130 not)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, _CPUS_AT_START)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
+
+
+_CPUS_AT_START: set[int] = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
+def raise_nofile(needed: int) -> None:
+    """Raise the soft open-file limit to the hard one; refuse a run that cannot fit."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise SystemExit(
+            f"error: {needed} open files needed, but the hard limit (ulimit -Hn) is {hard}"
+        )
+
+
+# -- the responder process -------------------------------------------------------------------------
+
+
+def _responder(report_port: Connection) -> None:
     """Answer every PING line with PONG on every accepted connection, until killed."""
-    _raise_nofile()
+    pin_cpu(0)
+    raise_nofile(0)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
     selector = selectors.DefaultSelector()
     listener.setblocking(False)
     selector.register(listener, selectors.EVENT_READ)
-    ready.set()
+    report_port.send(listener.getsockname()[1])
+    report_port.close()
     pending: dict[socket.socket, bytes] = {}
-    while True:
-        for key, _mask in selector.select():
+    parent = os.getppid()
+    while os.getppid() == parent:  # the client is gone (killed): go too
+        for key, _mask in selector.select(timeout=1.0):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
             if sock is listener:
@@ -77,59 +317,95 @@ def _responder(listener: socket.socket, ready: multiprocessing.synchronize.Event
             lines = buffered.count(b"\n")
             pending[sock] = buffered[buffered.rfind(b"\n") + 1 :]
             if lines:
-                sock.send(PONG * lines)
-
-
-def _raise_nofile() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                with contextlib.suppress(OSError):  # gone: its end of stream comes next
+                    sock.send(PONG * lines)
 
 
 class Responders:
+    """The responder, in a process of its own: spawned, not forked, so that the client's
+    first writes to its own memory are not copy-on-write faults charged to the first window."""
+
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
-        ready = multiprocessing.get_context("fork").Event()
-        self.process = multiprocessing.get_context("fork").Process(
-            target=_responder, args=(self.listener, ready), daemon=True
-        )
+        context = multiprocessing.get_context("spawn")
+        port_in, port_out = context.Pipe(duplex=False)
+        self.process = context.Process(target=_responder, args=(port_out,), daemon=True)
         self.process.start()
-        ready.wait(10)
-        self.address = self.listener.getsockname()
+        port_out.close()
+        if not port_in.poll(30):
+            self.process.kill()
+            raise RuntimeError("the responder process did not start within 30 s")
+        self.address: tuple[str, int] = ("127.0.0.1", port_in.recv())
+        port_in.close()
 
     def close(self) -> None:
         self.process.kill()
         self.process.join()
-        self.listener.close()
 
 
-# -- measuring ---------------------------------------------------------------------------------
+# -- measuring -------------------------------------------------------------------------------------
 
 
 @dataclass
-class Result:
-    label: str
+class Window:
+    """What a contender did in one measured window, slice by slice."""
+
     beats: int
-    cpu: float
-    bytes_per_connection: float
+    cpu: float  # CPU seconds of the client process, the whole window
+    slices: list[float] = field(default_factory=list)  # µs CPU per beat in each slice
 
     @property
-    def cpu_per_1000(self) -> float:
-        return self.cpu / max(1, self.beats) * 1000
+    def us_per_beat(self) -> float:
+        """The median slice's CPU per beat: a burst of load from other work on the machine
+        falls in one slice or two, not in the figure (the whole window's mean: ``mean_us``)."""
+        if not self.slices:
+            return self.mean_us
+        return statistics.median(self.slices)
+
+    @property
+    def mean_us(self) -> float:
+        return self.cpu / max(1, self.beats) * 1e6
 
 
-def _report(ours: Result, baseline: Result) -> None:
-    for result in (baseline, ours):
-        print(
-            f"  {result.label:<34} {result.beats:>8} beats  "
-            f"{result.cpu_per_1000:7.4f} CPU-s/1000  {result.bytes_per_connection:8.0f} B/conn"
-        )
-    cpu_ratio = ours.cpu_per_1000 / baseline.cpu_per_1000
-    mem_ratio = ours.bytes_per_connection / baseline.bytes_per_connection
-    print(f"  CPU ratio (ours / baseline)   : {cpu_ratio:.2f}x (goal <= 0.33x)")
-    print(
-        f"  memory ratio (ours / baseline): {mem_ratio:.2f}x; ours {ours.bytes_per_connection:.0f}"
-        " B per monitor (goal <= 1024 B)"
-    )
+class _Slicer:
+    """Cuts a window into slices of one beat interval each and measures every slice: the
+    client's CPU and the beats counted, the counting itself left out of the CPU."""
+
+    def __init__(self, count_beats: Callable[[], int], duration: float, interval: float) -> None:
+        self.count_beats = count_beats
+        self.slice_count = max(1, round(duration / interval))
+        self.slice_length = duration / self.slice_count
+        self.slices: list[float] = []
+        self.beats = 0
+        self.cpu = 0.0
+        self._beats = count_beats()
+        self._cpu = time.process_time()
+
+    def cut(self) -> None:
+        cpu = time.process_time() - self._cpu
+        beats = self.count_beats()
+        self._cpu = time.process_time()  # (counting 10,000 monitors is not their cost)
+        self.slices.append(cpu / max(1, beats - self._beats) * 1e6)
+        self.cpu += cpu
+        self.beats += beats - self._beats
+        self._beats = beats
+
+    def window(self) -> Window:
+        return Window(self.beats, self.cpu, self.slices)
+
+    async def run_async(self) -> Window:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for index in range(1, self.slice_count + 1):
+            await asyncio.sleep(max(0.0, start + index * self.slice_length - loop.time()))
+            self.cut()
+        return self.window()
+
+    def run(self) -> Window:
+        start = time.monotonic()
+        for index in range(1, self.slice_count + 1):
+            time.sleep(max(0.0, start + index * self.slice_length - time.monotonic()))
+            self.cut()
+        return self.window()
 
 
 def _traced(make: Callable[[], object]) -> tuple[object, int]:
@@ -144,210 +420,605 @@ def _traced(make: Callable[[], object]) -> tuple[object, int]:
     return built, after - before
 
 
-# -- asyncio -----------------------------------------------------------------------------------
+def _warm_up(interval: float) -> float:
+    """Seconds before a window opens: the first beats went out and their pongs came back."""
+    return interval + min(0.5, interval)
 
 
-async def _open_many(
-    address: tuple[str, int], count: int
-) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    streams = []
+def _thousands(count: int) -> str:
+    if count >= 1000 and count % 100 == 0:
+        return f"{count / 1000:g}k"
+    return str(count)
+
+
+# -- asyncio and uvloop ----------------------------------------------------------------------------
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """The floor's receiving side: counts pongs, nothing else."""
+
+    __slots__ = ("_pongs",)
+
+    def __init__(self, pongs: list[int]) -> None:
+        self._pongs = pongs
+
+    def data_received(self, data: bytes) -> None:
+        self._pongs[0] += len(data) // len(PONG)
+
+
+class _Sink(asyncio.Protocol):
+    """The application's protocol behind keepalive's monitor (the pongs never reach it)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+async def _connect_many(
+    address: tuple[str, int], count: int, factory: Callable[[], asyncio.Protocol]
+) -> list[asyncio.Transport]:
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.Transport] = []
     for start in range(0, count, 500):
-        batch = [asyncio.open_connection(*address) for _ in range(min(500, count - start))]
-        streams.extend(await asyncio.gather(*batch))
-    return streams
+        batch = [loop.create_connection(factory, *address) for _ in range(min(500, count - start))]
+        for transport, _protocol in await asyncio.gather(*batch):
+            transports.append(transport)
+    return transports
 
 
-async def _bench_aio(
-    address: tuple[str, int], count: int, duration: float
-) -> tuple[Result, Result]:
-    streams = await _open_many(address, count)
-    beats = [0]
+async def _close_all(transports: list[asyncio.Transport]) -> None:
+    for transport in transports:
+        transport.close()
+    await asyncio.sleep(0.1)  # connection_lost callbacks run before the next warm-up
 
-    async def hand_written(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await asyncio.sleep(BEAT.interval)
-            writer.write(PING)
-            await reader.readline()
-            beats[0] += 1
 
-    # Memory of the pattern itself: tasks and their coroutine frames, once they are running.
-    gc.collect()
-    tracemalloc.start()
-    traced_before = tracemalloc.get_traced_memory()[0]
-    tasks = [asyncio.ensure_future(hand_written(r, w)) for r, w in streams]
-    await asyncio.sleep(0.2)  # every task has started and sleeps in its loop
-    gc.collect()
-    task_bytes = tracemalloc.get_traced_memory()[0] - traced_before
-    tracemalloc.stop()
-    await asyncio.sleep(BEAT.interval + 0.3)
-    beats[0] = 0
-    cpu = time.process_time()
-    await asyncio.sleep(duration)
-    baseline = Result(
-        "one task per connection", beats[0], time.process_time() - cpu, task_bytes / count
-    )
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+async def _floor_window(
+    address: tuple[str, int], count: int, interval: float, duration: float
+) -> Window:
+    """The bare-I/O floor: one timer per loop writes PING to every transport."""
+    loop = asyncio.get_running_loop()
+    pongs = [0]
+    transports = await _connect_many(address, count, lambda: _FloorProtocol(pongs))
+    handle: asyncio.TimerHandle | None = None
+
+    def tick(when: float) -> None:
+        nonlocal handle
+        for transport in transports:
+            transport.write(PING)
+        following = when + interval
+        while following <= loop.time():  # late: skip the beats missed, no burst to catch up
+            following += interval
+        handle = loop.call_at(following, tick, following)
+
+    first = loop.time() + interval
+    handle = loop.call_at(first, tick, first)
+    await asyncio.sleep(_warm_up(interval))  # the first beat went out and came back
+    window = await _Slicer(lambda: pongs[0], duration, interval).run_async()
+    handle.cancel()
+    await _close_all(transports)
+    return window
+
+
+async def _keepalive_window(
+    address: tuple[str, int], count: int, beat: HeartbeatConfig, duration: float, trace: bool
+) -> tuple[Window, float | None]:
+    """keepalive.aio.monitor on every connection; returns the window and, if ``trace``, the
+    bytes per monitor that making the monitors left allocated."""
+    transports = await _connect_many(address, count, _Sink)
 
     def start_monitors() -> list[aio.HeartbeatProtocol]:
-        monitors = []
-        for reader, writer in streams:
-            aio.monitor_streams(reader, writer, heartbeat=BEAT, ping=PING, pong=PONG)
-            monitor = aio.monitor_of(writer)
-            assert monitor is not None
-            monitors.append(monitor)
-        return monitors
+        return [aio.monitor(t, heartbeat=beat, ping=PING, pong=PONG) for t in transports]
 
-    monitors, monitor_bytes = _traced(start_monitors)
-    await asyncio.sleep(BEAT.interval + 0.5)
-    received = sum(m.pongs_received for m in monitors)  # type: ignore[attr-defined]
-    cpu = time.process_time()
-    await asyncio.sleep(duration)
-    cpu = time.process_time() - cpu
-    received = sum(m.pongs_received for m in monitors) - received  # type: ignore[attr-defined]
-    ours = Result("keepalive.aio (one timer per loop)", received, cpu, monitor_bytes / count)
-    for _reader, writer in streams:
-        writer.close()
-    return ours, baseline
+    if trace:
+        built, monitor_bytes = _traced(start_monitors)
+        monitors: list[aio.HeartbeatProtocol] = built  # type: ignore[assignment]
+        per_monitor: float | None = monitor_bytes / count
+    else:
+        monitors, per_monitor = start_monitors(), None
+    await asyncio.sleep(_warm_up(beat.interval))
+    window = await _Slicer(
+        lambda: sum(m.pongs_received for m in monitors), duration, beat.interval
+    ).run_async()
+    dead = sum(m.dead for m in monitors)
+    await _close_all(transports)
+    if dead:
+        raise RuntimeError(f"{dead} of {count} monitors declared their peer dead: overloaded?")
+    return window, per_monitor
 
 
-# -- blocking sockets --------------------------------------------------------------------------
+async def _warm_up_process(address: tuple[str, int], count: int, beat: HeartbeatConfig) -> None:
+    """Both contenders once, unmeasured: the first window of a process measured up to twice
+    the CPU per beat of every later one (the floor at 1,000 connections: 25-32 µs, against
+    12-15 µs later in the same runs), whichever contender it held."""
+    await _floor_window(address, count, beat.interval, beat.interval * 2)
+    await _keepalive_window(address, count, beat, beat.interval * 2, trace=False)
 
 
-def _bench_sync(address: tuple[str, int], count: int, duration: float) -> tuple[Result, Result]:
-    """Both sides keep the application's usual reader thread per socket (blocked in recv);
-    the baseline adds the usual heartbeat thread per socket, ours one scheduler thread.
+def _run_on(loop_name: str, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    loop: asyncio.AbstractEventLoop
+    if loop_name == "uvloop":
+        import uvloop
 
-    The baseline's readers count pongs each in its own slot: a lock shared by a thousand
-    readers would charge the baseline for contention the pattern does not have. Our memory
-    is measured when the monitors are made and again once every socket has pinged and its
-    reader waits (tracemalloc, allocations made in keepalive code): what a monitor holds
-    for good, plus what each recv() blocked in the wrapper holds while it waits.
-    """
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
+def _measure_loop(
+    report: Report,
+    loop_name: str,
+    *,
+    address: tuple[str, int],
+    sizes: list[int],
+    beat: HeartbeatConfig,
+    duration: float,
+    keepalive_first: bool,
+) -> None:
+    hz = f"{1 / beat.interval:g} Hz"
+    per_beat: dict[int, float] = {}
+    floor_per_beat: dict[int, float] = {}
+    for count in sizes:
+        top = count == sizes[-1]
+        trace = top and loop_name == "asyncio"
+
+        async def both(
+            count: int = count, trace: bool = trace
+        ) -> tuple[Window, Window, float | None]:
+            floor: Window | None = None
+            if not keepalive_first:
+                floor = await _floor_window(address, count, beat.interval, duration)
+            ours, per_monitor = await _keepalive_window(address, count, beat, duration, trace)
+            if floor is None:
+                floor = await _floor_window(address, count, beat.interval, duration)
+            return floor, ours, per_monitor
+
+        floor, ours, per_monitor = _run_on(loop_name, both())
+        per_beat[count] = ours.us_per_beat
+        floor_per_beat[count] = floor.us_per_beat
+        for contender, window in (("keepalive", ours), ("bare-I/O floor", floor)):
+            report.point(
+                f"{contender} CPU per beat vs connections ({loop_name})",
+                x_label="connections",
+                y_label="µs CPU per beat",
+                loop=loop_name,
+                x=count,
+                y=window.us_per_beat,
+            )
+        detail = (
+            f"keepalive {ours.us_per_beat:.2f} µs/beat (mean {ours.mean_us:.2f}, {ours.beats} "
+            f"beats), floor {floor.us_per_beat:.2f} (mean {floor.mean_us:.2f}, {floor.beats})"
+        )
+        name = f"{loop_name} {_thousands(count)} at {hz}"
+        if top:
+            report.row(
+                name,
+                contender=f"keepalive.aio, one timer per loop ({loop_name})",
+                baseline=f"bare-I/O floor ({loop_name})",
+                limit=ASYNC_FLOOR_LIMIT,
+                loop=loop_name,
+                ratio=ours.us_per_beat / floor.us_per_beat,
+                value=ours.us_per_beat,
+                unit="µs CPU per beat",
+                detail=detail,
+            )
+        else:
+            print(f"  {name:<52} {ours.us_per_beat / floor.us_per_beat:7.3f}x  {detail}")
+        if per_monitor is not None:
+            report.row(
+                "memory per asyncio monitor",
+                contender="keepalive.aio monitor (tracemalloc)",
+                baseline=f"goal, {ASYNC_MONITOR_BYTES} B",
+                limit=1.0,
+                loop=loop_name,
+                ratio=per_monitor / ASYNC_MONITOR_BYTES,
+                value=per_monitor,
+                unit="B per monitor",
+                detail=f"{per_monitor:.0f} B per monitor at {count} connections",
+            )
+    if len(sizes) > 1:
+        report.row(
+            f"{loop_name} CPU per beat, {_thousands(sizes[0])} to {_thousands(sizes[-1])}",
+            contender="keepalive.aio, most CPU per beat over the sizes",
+            baseline="least CPU per beat over the sizes",
+            limit=SCALING_LIMIT,
+            loop=loop_name,
+            ratio=max(per_beat.values()) / min(per_beat.values()),
+            detail=", ".join(f"{_thousands(n)}: {v:.2f} µs" for n, v in per_beat.items()),
+        )
+        # The control: how flat the floor itself measures, under the same noise.
+        report.row(
+            f"{loop_name} floor CPU per beat, {_thousands(sizes[0])} to {_thousands(sizes[-1])}",
+            contender="bare-I/O floor, most CPU per beat over the sizes",
+            baseline="least CPU per beat over the sizes",
+            limit=None,
+            loop=loop_name,
+            ratio=max(floor_per_beat.values()) / min(floor_per_beat.values()),
+            detail=", ".join(f"{_thousands(n)}: {v:.2f} µs" for n, v in floor_per_beat.items()),
+        )
+
+
+# -- trio ------------------------------------------------------------------------------------------
+
+
+def _load_trio_contenders() -> ModuleType | None:
+    if not TRIO_CONTENDERS.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("_trio_contenders", TRIO_CONTENDERS)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _measure_trio(
+    report: Report,
+    *,
+    address: tuple[str, int],
+    count: int,
+    beat: HeartbeatConfig,
+    duration: float,
+    keepalive_first: bool,
+) -> None:
+    try:
+        contenders = _load_trio_contenders()
+    except Exception as exc:  # another engineer's module: report it, measure the rest
+        report.note(f"trio: not measured (benchmarks/_trio_contenders.py failed to load: {exc!r})")
+        return
+    if contenders is None:
+        report.note("trio: not measured (benchmarks/_trio_contenders.py missing)")
+        return
+    windows: dict[str, Window] = {}
+    try:
+        for kind in ("keepalive", "floor") if keepalive_first else ("floor", "keepalive"):
+            measured = contenders.measure(kind, count, beat.interval, duration, address)
+            windows[kind] = Window(int(measured["beats"]), float(measured["cpu_s"]))
+    except Exception as exc:
+        report.note(f"trio: not measured (measure() raised {exc!r})")
+        return
+    ours, floor = windows["keepalive"], windows["floor"]
+    report.row(
+        f"trio {_thousands(count)} at {1 / beat.interval:g} Hz",
+        contender="keepalive.trio",
+        baseline="bare-I/O floor (trio)",
+        limit=None,
+        loop="trio",
+        ratio=ours.us_per_beat / floor.us_per_beat,
+        value=ours.us_per_beat,
+        unit="µs CPU per beat",
+        detail=(
+            f"keepalive {ours.us_per_beat:.2f} µs/beat ({ours.beats} beats), "
+            f"floor {floor.us_per_beat:.2f} µs/beat ({floor.beats} beats)"
+        ),
+    )
+
+
+# -- blocking sockets ------------------------------------------------------------------------------
+
+
+def selector_mode_options() -> dict[str, object] | None:
+    """The keyword arguments of ``sync.monitor`` that select the opt-in selector mode (one
+    thread watches every socket and consumes pongs), or None if this checkout has none."""
+    parameters = inspect.signature(sync.monitor).parameters
+    if "mode" in parameters:
+        return {"mode": "selector"}
+    if "selector" in parameters:
+        return {"selector": True}
+    return None
+
+
+def _start_threads(
+    targets: list[tuple[Callable[..., None], tuple[object, ...]]],
+) -> list[threading.Thread]:
+    threads = [threading.Thread(target=t, args=a, daemon=True) for t, a in targets]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _reader(sock: socket.socket | sync.MonitoredSocket, pongs: list[int] | None, slot: int) -> None:
+    """The application's reader thread, blocked in ``recv`` (the baseline counts pongs in its
+    own slot: a lock shared by a thousand readers would charge contention it does not have)."""
+    try:
+        while data := sock.recv(4096):
+            if pongs is not None:
+                pongs[slot] += data.count(PONG)
+    except OSError:
+        pass
+
+
+def _threads_window(
+    address: tuple[str, int], count: int, beat: HeartbeatConfig, duration: float
+) -> Window:
+    """The usual pattern: a heartbeat thread per socket beside its reader thread."""
     stop = threading.Event()
     pongs = [0] * count
 
-    def reader(sock: socket.socket | sync.MonitoredSocket, slot: int | None) -> None:
-        try:
-            while data := sock.recv(4096):
-                if slot is not None:
-                    pongs[slot] += data.count(PONG)
-        except OSError:
-            pass
-
     def pinger(sock: socket.socket) -> None:
-        while not stop.wait(BEAT.interval):
+        while not stop.wait(beat.interval):
             sock.sendall(PING)
 
-    def start(
-        targets: list[tuple[Callable[..., None], tuple[object, ...]]],
-    ) -> list[threading.Thread]:
-        threads = [threading.Thread(target=t, args=a, daemon=True) for t, a in targets]
-        for thread in threads:
-            thread.start()
-        return threads
-
     socks = [socket.create_connection(address) for _ in range(count)]
-    readers = start([(reader, (s, slot)) for slot, s in enumerate(socks)])
-    # Threads cost mostly stack pages, which tracemalloc does not see: count resident memory.
-    rss_before = _rss()
-    pingers = start([(pinger, (s,)) for s in socks])
-    time.sleep(0.3)
-    rss_threads = _rss() - rss_before
-    time.sleep(BEAT.interval)
-    received = sum(pongs)
-    cpu = time.process_time()
-    time.sleep(duration)
-    cpu = time.process_time() - cpu
-    received = sum(pongs) - received
-    baseline = Result("heartbeat thread per socket (RSS)", received, cpu, rss_threads / count)
+    readers = _start_threads([(_reader, (s, pongs, i)) for i, s in enumerate(socks)])
+    pingers = _start_threads([(pinger, (s,)) for s in socks])
+    time.sleep(_warm_up(beat.interval))
+    window = _Slicer(lambda: sum(pongs), duration, beat.interval).run()
     stop.set()
     for sock in socks:
         sock.shutdown(socket.SHUT_RDWR)
         sock.close()
     for thread in readers + pingers:
         thread.join()
+    return window
 
+
+def _sync_window(
+    address: tuple[str, int],
+    count: int,
+    beat: HeartbeatConfig,
+    duration: float,
+    *,
+    options: dict[str, object],
+    trace: bool,
+) -> tuple[Window, tuple[float, float, float] | None]:
+    """keepalive.sync.monitor on every socket, a reader thread each; with ``trace``, also
+    (bytes per monitor made, held once running, held per blocked recv)."""
     socks = [socket.create_connection(address) for _ in range(count)]
-    gc.collect()
-    tracemalloc.start(16)
-    traced_before = tracemalloc.get_traced_memory()[0]
-    monitored = [sync.monitor(s, heartbeat=BEAT, ping=PING, pong=PONG) for s in socks]
-    gc.collect()
-    created_bytes = tracemalloc.get_traced_memory()[0] - traced_before
-    readers = start([(reader, (m, None)) for m in monitored])
-    time.sleep(BEAT.interval + 0.5)  # every socket has pinged, read its pong and waits again
-    snapshot = tracemalloc.take_snapshot()  # looked at after the CPU window: no stall before it
-    tracemalloc.stop()
-    time.sleep(0.5)
-    received = sum(m.stats.pongs_received for m in monitored)
-    cpu = time.process_time()
-    time.sleep(duration)
-    cpu = time.process_time() - cpu
-    received = sum(m.stats.pongs_received for m in monitored) - received
-    ours = Result("keepalive.sync, one thread (traced)", received, cpu, created_bytes / count)
-    held, waiting = _steady_bytes(snapshot)
-    print(
-        f"  keepalive.sync memory once running: {held / count:.0f} B per monitor, "
-        f"and {waiting / count:.0f} B per recv() blocked in it"
-    )
-    for monitor in monitored:
-        monitor.shutdown(socket.SHUT_RDWR)
-        monitor.close()
+    memory: tuple[float, float, float] | None = None
+    if trace:
+        gc.collect()
+        tracemalloc.start(16)
+        traced_before = tracemalloc.get_traced_memory()[0]
+    monitored = [
+        sync.monitor(s, heartbeat=beat, ping=PING, pong=PONG, **options)  # type: ignore[arg-type]
+        for s in socks
+    ]
+    if trace:
+        gc.collect()
+        created = tracemalloc.get_traced_memory()[0] - traced_before
+    readers = _start_threads([(_reader, (m, None, i)) for i, m in enumerate(monitored)])
+    time.sleep(_warm_up(beat.interval))  # every socket has pinged, read its pong and waits again
+    if trace:
+        snapshot = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        held, waiting = _steady_bytes(snapshot)
+        memory = (created / count, held / count, waiting / count)
+        time.sleep(0.3)
+    window = _Slicer(
+        lambda: sum(m.stats.pongs_received for m in monitored), duration, beat.interval
+    ).run()
+    dead = sum(m.dead for m in monitored)
+    for monitored_socket in monitored:
+        monitored_socket.shutdown(socket.SHUT_RDWR)
+        monitored_socket.close()
     for thread in readers:
         thread.join()
-    return ours, baseline
+    if dead:
+        raise RuntimeError(f"{dead} of {count} monitors declared their peer dead: overloaded?")
+    return window, memory
 
 
 def _steady_bytes(snapshot: tracemalloc.Snapshot) -> tuple[int, int]:
     """Bytes allocated in keepalive code and still alive: (held by monitors, held by recv
     calls waiting in MonitoredSocket._wait)."""
-    package = os.path.dirname(sync.__file__) + os.sep
-    lines, first = inspect.getsourcelines(sync.MonitoredSocket._wait)
-    wait_lines = range(first, first + len(lines))
+    from keepalive.sync import connection
+
+    package = os.path.dirname(connection.__file__) + os.sep
+    wait = getattr(connection.MonitoredSocket, "_wait", None)
+    wait_lines: range = range(0)
+    if wait is not None:
+        lines, first = inspect.getsourcelines(wait)
+        wait_lines = range(first, first + len(lines))
     held = waiting = 0
     for trace in snapshot.traces:
         frames = [frame for frame in trace.traceback if frame.filename.startswith(package)]
         if not frames:
             continue
-        if any(f.filename == sync.__file__ and f.lineno in wait_lines for f in frames):
+        if any(f.filename == connection.__file__ and f.lineno in wait_lines for f in frames):
             waiting += trace.size
         else:
             held += trace.size
     return held, waiting
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _measure_blocking(
+    report: Report,
+    *,
+    address: tuple[str, int],
+    count: int,
+    beat: HeartbeatConfig,
+    duration: float,
+    keepalive_first: bool,
+) -> None:
+    selector = selector_mode_options()
+    contenders: list[tuple[str, dict[str, object] | None]] = [("keepalive.sync", {})]
+    if selector is not None:
+        contenders.append(("keepalive.sync, selector mode", selector))
+    else:
+        report.note("blocking selector mode: not measured (keepalive.sync has no opt-in mode yet)")
+    order: list[tuple[str, dict[str, object] | None]] = [("threads", None), *contenders]
+    if keepalive_first:
+        order = [*contenders, ("threads", None)]
+    windows: dict[str, Window] = {}
+    for label, options in order:
+        if options is None:
+            windows[label] = _threads_window(address, count, beat, duration)
+            continue
+        trace = not options  # memory of the default mode
+        window, memory = _sync_window(address, count, beat, duration, options=options, trace=trace)
+        windows[label] = window
+        if memory is not None:
+            created, held, waiting = memory
+            report.row(
+                "memory per blocking monitor",
+                contender="keepalive.sync monitor (tracemalloc, as made)",
+                baseline=f"goal, {BLOCKING_MONITOR_BYTES} B",
+                limit=1.0,
+                loop=None,
+                ratio=created / BLOCKING_MONITOR_BYTES,
+                value=created,
+                unit="B per monitor",
+                detail=(
+                    f"{created:.0f} B per monitor as made; {held:.0f} B once running, "
+                    f"plus {waiting:.0f} B per recv() blocked in it"
+                ),
+            )
+    threads = windows["threads"]
+    hz = f"{1 / beat.interval:g} Hz"
+    for label, options in contenders:
+        ours = windows[label]
+        selector_mode = bool(options)
+        report.row(
+            f"blocking {_thousands(count)} at {hz}" + (", selector mode" if selector_mode else ""),
+            contender=label + ", a reader thread per socket",
+            baseline="a heartbeat thread per socket, a reader thread per socket",
+            limit=BLOCKING_SELECTOR_LIMIT if selector_mode else None,
+            loop=None,
+            ratio=ours.us_per_beat / threads.us_per_beat,
+            value=ours.us_per_beat,
+            unit="µs CPU per beat",
+            detail=(
+                f"{ours.us_per_beat:.2f} µs/beat (mean {ours.mean_us:.2f}, {ours.beats} beats), "
+                f"threads {threads.us_per_beat:.2f} (mean {threads.mean_us:.2f}, {threads.beats})"
+            ),
+        )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--sockets", type=int, default=1_000)
-    parser.add_argument("--duration", type=float, default=10.0)
-    args = parser.parse_args()
-    _raise_nofile()
-    responders = Responders()
+# -- main ------------------------------------------------------------------------------------------
+
+
+def _loops(text: str) -> list[str]:
+    if text.strip() == "none":
+        return []  # the blocking rows only
+    loops = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in loops if name not in ("asyncio", "uvloop", "trio")]
+    if unknown or not loops:
+        raise argparse.ArgumentTypeError(
+            f"expected loops among asyncio, uvloop, trio (comma-separated), or none; got {text!r}"
+        )
+    return loops
+
+
+def _sizes(text: str) -> list[int]:
     try:
-        print(
-            f"asyncio: {args.connections} connections, ping every {BEAT.interval:g} s, "
-            f"{args.duration:g} s measured"
+        sizes = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected connection counts >= 1, comma-separated (e.g. 1000,10000), got {text!r}"
         )
-        ours, baseline = asyncio.run(
-            _bench_aio(responders.address, args.connections, args.duration)
-        )
-        _report(ours, baseline)
-        print(
-            f"\nblocking sockets, a reader thread each: {args.sockets} sockets, "
-            f"ping every {BEAT.interval:g} s, {args.duration:g} s measured"
-        )
-        ours, baseline = _bench_sync(responders.address, args.sockets, args.duration)
-        _report(ours, baseline)
+    return sizes
+
+
+def _uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def _each_run(runs: int) -> Iterator[tuple[int, bool]]:
+    for run in range(runs):
+        yield run, run % 2 == 1  # flip the contenders' order every run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=[1000, 2500, 5000, 10000],
+        help="asyncio connection counts of the scaling series; the largest is the main row "
+        "(default 1000,2500,5000,10000)",
+    )
+    parser.add_argument("--sockets", type=positive_int, default=1000, help="blocking sockets")
+    parser.add_argument(
+        "--duration", type=positive_float, default=5.0, help="measured seconds per window"
+    )
+    parser.add_argument(
+        "--interval", type=positive_float, default=1.0, help="seconds between beats"
+    )
+    parser.add_argument(
+        "--loops",
+        type=_loops,
+        default=["asyncio", "uvloop", "trio"],
+        help="event loops to measure (default asyncio,uvloop,trio; none: the blocking rows only)",
+    )
+    parser.add_argument("--no-blocking", action="store_true", help="skip the blocking rows")
+    parser.add_argument("--runs", type=positive_int, default=1, help="repeat; print medians")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run (small counts, short windows, 4 Hz): checks the script, not speed",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.sockets, args.duration, args.interval = [100, 200], 50, 0.6, 0.25
+    beat = HeartbeatConfig(interval=args.interval, timeout=max(10.0, args.interval * 4))
+    loops: list[str] = args.loops
+    if "uvloop" in loops and not _uvloop_available():
+        loops = [name for name in loops if name != "uvloop"]
+        print("uvloop: not measured (not installed)")
+    raise_nofile(max(args.sizes[-1], args.sockets) + 256)
+    report = Report("heartbeat")
+    print(
+        f"client {pin_cpu(-1)} (event loops; the blocking rows on every CPU), responder first CPU"
+    )
+    responders = Responders()
+    started = time.monotonic()
+    try:
+        if any(name in ("asyncio", "uvloop") for name in loops):
+            print("== warming the process up (not measured)", flush=True)
+            _run_on("asyncio", _warm_up_process(responders.address, args.sizes[0], beat))
+        for run, keepalive_first in _each_run(args.runs):
+            report.runs = run + 1
+            print(
+                f"== run {run + 1}/{args.runs}: beats every {beat.interval:g} s, "
+                f"{args.duration:g} s measured per contender, "
+                f"{'keepalive' if keepalive_first else 'the baseline'} first",
+                flush=True,
+            )
+            for loop_name in loops:
+                if loop_name == "trio":
+                    _measure_trio(
+                        report,
+                        address=responders.address,
+                        count=args.sizes[-1],
+                        beat=beat,
+                        duration=args.duration,
+                        keepalive_first=keepalive_first,
+                    )
+                else:
+                    _measure_loop(
+                        report,
+                        loop_name,
+                        address=responders.address,
+                        sizes=args.sizes,
+                        beat=beat,
+                        duration=args.duration,
+                        keepalive_first=keepalive_first,
+                    )
+            if not args.no_blocking:
+                with all_cpus():
+                    _measure_blocking(
+                        report,
+                        address=responders.address,
+                        count=args.sockets,
+                        beat=beat,
+                        duration=args.duration,
+                        keepalive_first=keepalive_first,
+                    )
     finally:
         responders.close()
+    report.summary()
+    print(f"  ({time.monotonic() - started:.0f} s)")
+    if args.json:
+        report.write_json(args.json)
 
 
 if __name__ == "__main__":
