@@ -196,6 +196,10 @@ _LOCK_STRIPES = 256
 _STATE_LOCKS = [threading.RLock() for _ in range(_LOCK_STRIPES)]
 _LOCK_TURNS = itertools.count()
 
+# The class of mode="selector": keepalive.sync.selector registers it when keepalive.sync is
+# imported (before any monitor() call), so this module need not import that one.
+_SELECTOR_MODE: list[type[MonitoredSocket]] = []
+
 
 def monitor(
     sock: socket.socket,
@@ -250,9 +254,7 @@ def monitor(
             raise InvalidSetting("mode", mode, "'default' or 'selector'")
         if ssl is not None or server_hostname is not None or handshake_timeout is not None:
             raise InvalidSetting("mode", mode, "'default' with TLS (selector mode is plain only)")
-        from keepalive.sync.selector import SelectorSocket  # noqa: PLC0415 - opt-in mode
-
-        return SelectorSocket(
+        return _SELECTOR_MODE[0](
             sock,
             heartbeat=heartbeat,
             ping=ping,

@@ -45,6 +45,7 @@ from keepalive.framing import Framing, PongSource
 from keepalive.heartbeat import HeartbeatConfig, PeerDead, PingSource
 from keepalive.sync.connection import (
     _FORKS,
+    _SELECTOR_MODE,
     _SLOW_READS,
     MonitoredSocket,
     OnDead,
@@ -498,3 +499,6 @@ class SelectorSocket(MonitoredSocket):
         self._unwatch_locked()  # before the descriptor can be closed and reused
         super()._close_locked()
         self._notify_locked()
+
+
+_SELECTOR_MODE.append(SelectorSocket)  # monitor(..., mode="selector") makes these
