@@ -72,6 +72,7 @@ def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str | None]:
         return
     if name == "uvloop":
         _uvloop()  # skips, or fails in CI, before the test starts
+        _warm_up_uvloop()
     _chosen = name
     try:
         yield name
@@ -87,6 +88,23 @@ def _uvloop() -> Any:
     except ImportError as exc:
         unavailable(f"uvloop is not installed: {exc}")
     return uvloop
+
+
+_uvloop_warm = False
+
+
+def _warm_up_uvloop() -> None:
+    """Run one uvloop loop per process before the first test on it: uvloop's first loop opens a
+    pipe that lives as long as the process, which a test counting its own fds would charge to
+    the code under test."""
+    global _uvloop_warm
+    if not _uvloop_warm:
+        loop = _uvloop().new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            loop.close()
+        _uvloop_warm = True
 
 
 def current_loop() -> str:
