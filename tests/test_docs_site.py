@@ -27,6 +27,10 @@ DOCS = ROOT / "docs"
 API = DOCS / "api"
 REQUIRE_ENV = "KEEPALIVE_REQUIRE_DOCS"
 
+# One worker runs the whole module (pytest-xdist, --dist loadgroup): the site is built once per
+# run, not once per worker that happens to draw one of its tests (about 10 s of CPU a build).
+pytestmark = pytest.mark.xdist_group("docs-site")
+
 #: module -> its API reference page (docs/api/...).
 DOCUMENTED_MODULES: dict[str, str] = {
     "keepalive": "keepalive.md",
