@@ -548,6 +548,24 @@ def _track_line_ends(matcher: MessagePongs, buffer: bytearray | memoryview, coun
         matcher.feed(bytes(memoryview(buffer)[:count]), 0)
 
 
+def _recv_into_view(buffer: Buffer, nbytes: int) -> tuple[memoryview, int]:
+    """``recv_into(buffer, nbytes)``'s arguments checked: ``buffer`` as a writable byte view,
+    and how many bytes the call may fill (``nbytes``, or the whole buffer when 0)."""
+    try:
+        view = memoryview(buffer).cast("B")
+    except TypeError as exc:
+        raise InvalidSettingType("buffer", buffer, "a writable bytes-like object") from exc
+    if view.readonly:
+        raise InvalidSettingType("buffer", buffer, "a writable bytes-like object")
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise InvalidSettingType("nbytes", nbytes, "a whole number >= 0")
+    if nbytes < 0:
+        raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
+    if nbytes > len(view):
+        raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
+    return view, nbytes or len(view)
+
+
 def _recv_sized(sock: socket.socket, limit: int) -> bytes:
     """``sock.recv(limit)``, through the thread's scratch buffer when ``limit`` fits in it."""
     if limit > _SCRATCH_SIZE:
@@ -957,19 +975,8 @@ class MonitoredSocket:
                     return self._recv_into_entered(
                         buffer, limit, deadline, nonblocking, wait_first=True
                     )
-        try:
-            view = memoryview(buffer).cast("B")
-        except TypeError as exc:
-            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object") from exc
-        if view.readonly:
-            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object")
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise InvalidSettingType("nbytes", nbytes, "a whole number >= 0")
-        if nbytes < 0:
-            raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
-        if nbytes > len(view):
-            raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
-        limit = self._check_read(nbytes or len(view), flags)
+        view, wanted = _recv_into_view(buffer, nbytes)
+        limit = self._check_read(wanted, flags)
         if limit == 0:
             return 0
         deadline, nonblocking = self._call_deadline()

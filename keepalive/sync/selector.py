@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Buffer
 
-from keepalive.errors import InvalidSetting, InvalidSettingType
+from keepalive.errors import InvalidSetting
 from keepalive.framing import Framing, PongSource
 from keepalive.heartbeat import HeartbeatConfig, PeerDead, PingSource
 from keepalive.sync.connection import (
@@ -50,6 +50,7 @@ from keepalive.sync.connection import (
     MonitoredSocket,
     OnDead,
     _closed_error,
+    _recv_into_view,
     _recv_sized,
     _tls_errors,
 )
@@ -341,19 +342,8 @@ class SelectorSocket(MonitoredSocket):
         if self._watch_generation != _FORKS[0]:
             self._adopt_after_fork()
             return super().recv_into(buffer, nbytes, flags)
-        try:
-            view = memoryview(buffer).cast("B")
-        except TypeError as exc:
-            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object") from exc
-        if view.readonly:
-            raise InvalidSettingType("buffer", buffer, "a writable bytes-like object")
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-            raise InvalidSettingType("nbytes", nbytes, "a whole number >= 0")
-        if nbytes < 0:
-            raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
-        if nbytes > len(view):
-            raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
-        limit = self._check_read(nbytes or len(view), flags)
+        view, wanted = _recv_into_view(buffer, nbytes)
+        limit = self._check_read(wanted, flags)
         if limit == 0:
             return 0
         data = self._take(limit)

@@ -128,7 +128,7 @@ from typing_extensions import Buffer, Self
 from keepalive._validate import positive_seconds
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import _AttemptError, _dialer, _peer_address
-from keepalive.errors import InvalidSetting, InvalidSettingType, InvalidSocket
+from keepalive.errors import InvalidSocket
 from keepalive.framing import Framing, PongMatcher, PongSource
 from keepalive.heartbeat import Heartbeat, HeartbeatConfig
 from keepalive.reconnect import Backoff, RetryPolicy, StopReason
@@ -145,7 +145,7 @@ from keepalive.supervision import (
     classify_disconnect,
     ended_during_on_connect,
 )
-from keepalive.sync.connection import MonitoredSocket, PingSource
+from keepalive.sync.connection import MonitoredSocket, PingSource, _recv_into_view
 
 __all__ = [
     "READ_BUFFER_LIMIT",
@@ -362,14 +362,9 @@ class SupervisedSocket(MonitoredSocket):
         """Like :meth:`recv`, into ``buffer``; returns the count (0 at end of stream)."""
         if not self._buffered:
             return super().recv_into(buffer, nbytes, flags)
-        with memoryview(buffer) as raw, raw.cast("B") as view:
-            if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-                raise InvalidSettingType("nbytes", nbytes, "a whole number >= 0")
-            if nbytes < 0:
-                raise InvalidSetting("nbytes", nbytes, "a whole number >= 0")
-            if nbytes > len(view):
-                raise InvalidSetting("nbytes", nbytes, f"at most the buffer's size, {len(view)}")
-            limit = self._check_read(nbytes or len(view), flags)
+        view, wanted = _recv_into_view(buffer, nbytes)
+        with view:
+            limit = self._check_read(wanted, flags)
             if limit == 0:
                 return 0
             with self._reading:
