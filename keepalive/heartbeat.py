@@ -226,6 +226,10 @@ class HeartbeatState(enum.Enum):
     DEAD = "dead"
     """The peer was declared dead (final)."""
 
+    # Members are singletons compared by identity: hash them as such, in C. Enum's own hash
+    # is a Python call, and every transition looks up a (state, event) pair.
+    __hash__ = object.__hash__
+
 
 class _Event(enum.Enum):
     INBOUND = "inbound bytes"
@@ -234,6 +238,8 @@ class _Event(enum.Enum):
     STALL = "late poll forgiven"
     MISS = "ping unanswered"
     LAST_MISS = "last ping unanswered"
+
+    __hash__ = object.__hash__  # as HeartbeatState's
 
 
 _IDLE = HeartbeatState.IDLE
@@ -353,7 +359,11 @@ class Heartbeat:
         if pongs is None:
             pongs = 1 if self._outstanding else 0
         if not pongs:
-            self.bytes_received(now)
+            # bytes_received, inlined: this runs for every read of every connection.
+            if self._state is not _DEAD:
+                self._last_received = max(self._last_received, now)
+                self._state = _IDLE
+                self._misses = 0
             return
         while pongs:
             self.pong_received(now)

@@ -1416,7 +1416,7 @@ class MonitoredSocket:
         self._read_route = route | _READ_FIRST if count == limit else route
         self._bytes_received += count
         hb = self._heartbeat
-        if hb is not None:  # life, in the same critical section (see _fast_inbound_locked)
+        if hb is not None:  # life, in the same critical section (see _recv_into_fast_locked)
             hb.received(time.monotonic(), count, 0)
         return chunk
 
@@ -1444,19 +1444,14 @@ class MonitoredSocket:
         if kind == _LINE_READS:
             _track_line_ends(self._matcher, buffer, count)  # type: ignore[arg-type]  # (the route's)
         self._read_route = route | _READ_FIRST if count == limit else route
-        self._fast_inbound_locked(count)
-        return count
-
-    def _fast_inbound_locked(self, count: int) -> None:
-        """``count`` bytes read on a fast route: life, in the same critical section.
-
-        The heartbeat is idle (the route says so), so its deadline only moves later: the
-        scheduler's timer stays, and its early wake-up just re-arms.
-        """
+        # Life, in the same critical section. The heartbeat is idle (the route says so), so
+        # its deadline only moves later: the scheduler's timer stays, its early wake-up
+        # just re-arms.
         self._bytes_received += count
         hb = self._heartbeat
         if hb is not None:
             hb.received(time.monotonic(), count, 0)
+        return count
 
     def _read_locked(self, limit: int, *, read_on: bool = True) -> bytes | None:
         """Up to ``limit`` application bytes, b"" at end of stream, None if none is waiting.
