@@ -12,9 +12,10 @@ Each driver checks its arguments with :meth:`SupervisorOptions.check`, then tell
 :class:`SupervisorCore` what happened, passing the time in; the core answers with a
 :class:`NextAttempt`: how long to wait before the next attempt, or that there is none (the
 policy gave up, or the supervisor was closed), and :meth:`SupervisorCore.hook_calls` says
-which hooks to call, in order, logging as it goes. The drivers keep only their I/O:
-dialing, TLS, ``on_connect``, reading, waiting, cancelling, threads and tasks. The core
-never reads a clock, sleeps, starts a thread or touches a socket.
+which hooks to call, in order, logging as it goes (:meth:`SupervisorCore.call_hooks` calls
+them for the async drivers). The drivers keep only their I/O: dialing, TLS, ``on_connect``,
+reading, waiting, cancelling, threads and tasks. The core never reads a clock, sleeps,
+starts a thread or touches a socket.
 
 Backoff across outages: a connection that stayed up for ``healthy_after`` seconds earns a
 fresh start (the next outage backs off from the policy's initial delay again, and its first
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import inspect
 import logging
 import random
 from collections import deque
@@ -330,6 +332,13 @@ HookCall: TypeAlias = tuple[str, Callable[..., object], tuple[Any, ...]]
 :meth:`SupervisorCore.hook_raised`."""
 
 
+async def call_hook(hook: Callable[..., object], *args: object) -> None:
+    """Call a plain or async hook (for the async drivers: asyncio's and trio's alike)."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result
+
+
 class SupervisorCore:
     """Pure bookkeeping of one supervised connection. Drivers call, in order:
 
@@ -526,6 +535,15 @@ class SupervisorCore:
     def hook_raised(self, name: str, error: BaseException) -> None:
         """A hook from :meth:`hook_calls` raised: logged, and otherwise ignored."""
         logger.error("%s hook for %s raised", name, self.label, exc_info=error)
+
+    async def call_hooks(self, step: NextAttempt) -> None:
+        """For the async drivers: call (and await) the hooks :meth:`hook_calls` gives for
+        ``step``; one that raises goes to :meth:`hook_raised`."""
+        for name, hook, args in self.hook_calls(step):
+            try:
+                await call_hook(hook, *args)
+            except Exception as exc:
+                self.hook_raised(name, exc)
 
     def failure(self) -> ConnectFailed:
         """The error ``wait_connected`` raises once no connection will come: the supervisor

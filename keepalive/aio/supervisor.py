@@ -138,6 +138,7 @@ from keepalive.supervision import (
     SupervisorOptions,
     SupervisorState,
     SupervisorStats,
+    call_hook,
     classify_disconnect,
     ended_during_on_connect,
 )
@@ -345,17 +346,6 @@ attempt. A plain or a coroutine function."""
 Handler: TypeAlias = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
 """``handler(reader, writer)``: a coroutine function serving one connection in its own task;
 returning ends the connection."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Hooks
-
-
-async def _call(hook: Callable[..., object], *args: object) -> None:
-    """Call a plain or coroutine-function hook."""
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        await result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -631,11 +621,7 @@ class Supervisor:
     async def _follow(self, step: NextAttempt) -> bool:
         """Call the hooks due after ``step`` and sleep until the next attempt (cancelled by
         close()); False to stop."""
-        for name, hook, args in self._core.hook_calls(step):
-            try:
-                await _call(hook, *args)
-            except Exception as exc:
-                self._core.hook_raised(name, exc)
+        await self._core.call_hooks(step)
         if step.delay is None:
             return False
         self._check_open()
@@ -682,7 +668,7 @@ class Supervisor:
         try:
             self._check_open()
             if self._options.on_connect is not None:
-                await _call(self._options.on_connect, conn)
+                await call_hook(self._options.on_connect, conn)
             self._check_open()  # (a hook may swallow the cancellation)
             if watch.end is not None:
                 raise ended_during_on_connect(*watch.end)

@@ -80,6 +80,7 @@ from keepalive.supervision import (
     SupervisorOptions,
     SupervisorState,
     SupervisorStats,
+    call_hook,
     classify_disconnect,
     ended_during_on_connect,
 )
@@ -191,13 +192,6 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:
         return 0.0
-
-
-async def _call(hook: Callable[..., object], *args: object) -> None:
-    """Call a plain or async hook."""
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        await result
 
 
 class Supervisor:
@@ -441,11 +435,7 @@ class Supervisor:
 
     async def _follow(self, step: NextAttempt) -> bool:
         """Call the hooks due after ``step`` and sleep until the next attempt; False to stop."""
-        for name, hook, args in self._core.hook_calls(step):
-            try:
-                await _call(hook, *args)
-            except Exception as exc:
-                self._core.hook_raised(name, exc)
+        await self._core.call_hooks(step)
         if step.delay is None or self._core.is_closed:
             return False
         await trio.sleep(step.delay)
@@ -512,7 +502,7 @@ class Supervisor:
         self._live = conn  # closed by close(), or by _finish() once cancelled
         try:
             if options.on_connect is not None:
-                await _call(options.on_connect, conn)
+                await call_hook(options.on_connect, conn)
             if conn._end is not None:
                 raise ended_during_on_connect(*conn._end)
         except Exception as exc:
