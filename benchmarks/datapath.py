@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
-import os
 import selectors
 import socket
 import statistics
@@ -42,10 +41,20 @@ import traceback
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypeAlias, cast
+from typing import NamedTuple, TypeAlias, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # heartbeat.py: the shared report
-from heartbeat import Report, pin_cpu, positive_int
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _measure.py: the shared report
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # measure this checkout
+from _measure import (
+    Report,
+    ServerProcess,
+    add_run_arguments,
+    events_while_parent_lives,
+    finish,
+    listen,
+    pin_cpu,
+    positive_int,
+)
 
 from keepalive import aio, sync
 from keepalive.heartbeat import HeartbeatConfig
@@ -84,98 +93,76 @@ def _peer(report_port: Connection) -> None:
     """Every connection served by this one thread (so that both contenders of a pair meet the
     same server thread: with a thread each, where the kernel placed each thread made one
     connection's round trips cost the client twice the CPU of the other's)."""
-    pin_cpu(0)
-    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-    selector = selectors.DefaultSelector()
-    listener.setblocking(False)
-    selector.register(listener, selectors.EVENT_READ)
     block = BULK_LINE * 1024
-    report_port.send(listener.getsockname()[1])
-    report_port.close()
+    listener, selector = listen(report_port, backlog=128)
 
     def close(conn: _Connection) -> None:
         selector.unregister(conn.sock)
         conn.sock.close()
 
-    parent = os.getppid()
-    while os.getppid() == parent:  # the client is gone (killed): go too
-        for key, mask in selector.select(timeout=1.0):
-            if key.fileobj is listener:
-                with contextlib.suppress(BlockingIOError):
-                    sock, _ = listener.accept()
-                    sock.setblocking(False)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    selector.register(sock, selectors.EVENT_READ, _Connection(sock))
-                continue
-            conn: _Connection = key.data
-            if mask & selectors.EVENT_WRITE:  # bulk: send until done, then wait for the close
-                try:
-                    sent = conn.sock.send(block[: conn.bulk_left])
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    close(conn)
-                    continue
-                conn.bulk_left -= sent
-                if not conn.bulk_left:
-                    selector.modify(conn.sock, selectors.EVENT_READ, conn)
-                continue
+    for key, mask in events_while_parent_lives(selector):
+        if key.fileobj is listener:
+            with contextlib.suppress(BlockingIOError):
+                sock, _ = listener.accept()
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                selector.register(sock, selectors.EVENT_READ, _Connection(sock))
+            continue
+        conn: _Connection = key.data
+        if mask & selectors.EVENT_WRITE:  # bulk: send until done, then wait for the close
             try:
-                data = conn.sock.recv(65536)
+                sent = conn.sock.send(block[: conn.bulk_left])
             except BlockingIOError:
                 continue
             except OSError:
-                data = b""
-            if not data:
                 close(conn)
                 continue
-            if conn.request is not None:  # the request line comes first
-                head, newline, rest = data.partition(b"\n")
-                conn.request += head
-                if not newline:
-                    continue
-                request, conn.request = conn.request, None
-                if request.startswith(b"bulk "):
-                    conn.bulk_left = int(request.split()[1])
-                    selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
-                    continue
-                data = rest
-            if conn.bulk_left or not data:
+            conn.bulk_left -= sent
+            if not conn.bulk_left:
+                selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            continue
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            close(conn)
+            continue
+        if conn.request is not None:  # the request line comes first
+            head, newline, rest = data.partition(b"\n")
+            conn.request += head
+            if not newline:
                 continue
-            conn.pending += data
-            end = conn.pending.rfind(b"\n") + 1
-            if not end:
+            request, conn.request = conn.request, None
+            if request.startswith(b"bulk "):
+                conn.bulk_left = int(request.split()[1])
+                selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
                 continue
-            lines, conn.pending = conn.pending[:end], conn.pending[end:]
-            if PING in lines:
-                lines = b"".join(
-                    PONG if line == PING else line for line in lines.splitlines(keepends=True)
-                )
-            try:
-                conn.sock.sendall(lines)  # 100 bytes at a time: the buffer has room
-            except OSError:
-                close(conn)
+            data = rest
+        if conn.bulk_left or not data:
+            continue
+        conn.pending += data
+        end = conn.pending.rfind(b"\n") + 1
+        if not end:
+            continue
+        lines, conn.pending = conn.pending[:end], conn.pending[end:]
+        if PING in lines:
+            lines = b"".join(
+                PONG if line == PING else line for line in lines.splitlines(keepends=True)
+            )
+        try:
+            conn.sock.sendall(lines)  # 100 bytes at a time: the buffer has room
+        except OSError:
+            close(conn)
 
 
-class Peer:
-    """The echo and bulk server, in a process of its own (spawned, as heartbeat.py's
-    responder, so that no copy-on-write fault is charged to the client's first block)."""
+class Peer(ServerProcess):
+    """The echo and bulk server, in a process of its own (see :class:`ServerProcess`)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        port_in, port_out = context.Pipe(duplex=False)
-        self.process = context.Process(target=_peer, args=(port_out,), daemon=True)
-        self.process.start()
-        port_out.close()
-        if not port_in.poll(30):
-            self.process.kill()
-            raise RuntimeError("the peer process did not start within 30 s")
-        self.address: tuple[str, int] = ("127.0.0.1", port_in.recv())
-        port_in.close()
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.join()
+        super().__init__(_peer, "peer")
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -183,6 +170,16 @@ class Peer:
 
 # (plain, monitored): CPU seconds of one block of each contender.
 Pair: TypeAlias = tuple[float, float]
+
+
+class _RowLabels(NamedTuple):
+    """What a row of the table says besides its figures."""
+
+    name: str
+    contender: str
+    baseline: str
+    limit: float
+    loop: str | None
 
 
 def _ratio(pairs: list[Pair]) -> float:
@@ -397,61 +394,85 @@ def _in_fresh_process(client: Client, args: ClientArgs) -> tuple[list[Pair], lis
     return cast(tuple[list[Pair], list[Pair]], result)
 
 
+def _row(
+    report: Report, labels: _RowLabels, pairs: list[Pair], *, value: float, unit: str, detail: str
+) -> None:
+    """The row of ``labels``: the median ratio over the pairs, the monitored side's ``value``."""
+    report.row(
+        labels.name,
+        contender=labels.contender,
+        baseline=labels.baseline,
+        limit=labels.limit,
+        loop=labels.loop,
+        ratio=_ratio(pairs),
+        value=value,
+        unit=unit,
+        detail=detail,
+    )
+
+
 def _measure(
     report: Report, address: tuple[str, int], *, trips: int, blocks: int, bulk: int, transfers: int
 ) -> None:
     size_label = f"{bulk // MiB} MiB"
     args: ClientArgs = (address, trips, blocks, bulk, transfers)
-    round_trips, transfers_ = _in_fresh_process(_blocking_client, args)
-    per_trip = _monitored_median(round_trips) / trips
-    report.row(
-        "blocking round trip, 100 B",
-        contender="keepalive.sync.monitor socket",
-        baseline="plain socket",
-        limit=ROUND_TRIP_LIMIT_BLOCKING,
-        loop=None,
-        ratio=_ratio(round_trips),
-        value=per_trip * 1e6,
-        unit="µs CPU per round trip",
-        detail=f"{per_trip * 1e6:.1f} µs CPU per round trip, {blocks} pairs of {trips}",
-    )
-    cpu = _monitored_median(transfers_)
-    report.row(
-        f"blocking bulk recv_into, {size_label}",
-        contender="keepalive.sync.monitor socket, 64 KiB buffer",
-        baseline="plain socket, 64 KiB buffer",
-        limit=BULK_LIMIT_BLOCKING,
-        loop=None,
-        ratio=_ratio(transfers_),
-        value=cpu * 1e3,
-        unit=f"ms CPU per {size_label}",
-        detail=f"{cpu * 1e3:.1f} ms CPU per transfer, {transfers} pairs",
-    )
-    round_trips, transfers_ = _in_fresh_process(_asyncio_client, args)
-    per_trip = _monitored_median(round_trips) / trips
-    report.row(
-        "asyncio round trip, 100 B",
-        contender="keepalive.aio.open_connection streams, heartbeat on",
-        baseline="asyncio.open_connection streams",
-        limit=ROUND_TRIP_LIMIT_ASYNC,
-        loop="asyncio",
-        ratio=_ratio(round_trips),
-        value=per_trip * 1e6,
-        unit="µs CPU per round trip",
-        detail=f"{per_trip * 1e6:.1f} µs CPU per round trip, {blocks} pairs of {trips}",
-    )
-    cpu = _monitored_median(transfers_)
-    report.row(
-        f"asyncio bulk read(65536), {size_label}",
-        contender="keepalive.aio.open_connection streams, heartbeat on",
-        baseline="asyncio.open_connection streams",
-        limit=BULK_LIMIT_ASYNC,
-        loop="asyncio",
-        ratio=_ratio(transfers_),
-        value=cpu * 1e3,
-        unit=f"ms CPU per {size_label}",
-        detail=f"{cpu * 1e3:.1f} ms CPU per transfer, {transfers} pairs",
-    )
+    asyncio_streams = "keepalive.aio.open_connection streams, heartbeat on"
+    groups: list[tuple[Client, _RowLabels, _RowLabels]] = [
+        (
+            _blocking_client,
+            _RowLabels(
+                "blocking round trip, 100 B",
+                "keepalive.sync.monitor socket",
+                "plain socket",
+                ROUND_TRIP_LIMIT_BLOCKING,
+                None,
+            ),
+            _RowLabels(
+                f"blocking bulk recv_into, {size_label}",
+                "keepalive.sync.monitor socket, 64 KiB buffer",
+                "plain socket, 64 KiB buffer",
+                BULK_LIMIT_BLOCKING,
+                None,
+            ),
+        ),
+        (
+            _asyncio_client,
+            _RowLabels(
+                "asyncio round trip, 100 B",
+                asyncio_streams,
+                "asyncio.open_connection streams",
+                ROUND_TRIP_LIMIT_ASYNC,
+                "asyncio",
+            ),
+            _RowLabels(
+                f"asyncio bulk read(65536), {size_label}",
+                asyncio_streams,
+                "asyncio.open_connection streams",
+                BULK_LIMIT_ASYNC,
+                "asyncio",
+            ),
+        ),
+    ]
+    for client, round_trip_row, bulk_row in groups:
+        round_trips, transfers_ = _in_fresh_process(client, args)
+        per_trip = _monitored_median(round_trips) / trips
+        _row(
+            report,
+            round_trip_row,
+            round_trips,
+            value=per_trip * 1e6,
+            unit="µs CPU per round trip",
+            detail=f"{per_trip * 1e6:.1f} µs CPU per round trip, {blocks} pairs of {trips}",
+        )
+        cpu = _monitored_median(transfers_)
+        _row(
+            report,
+            bulk_row,
+            transfers_,
+            value=cpu * 1e3,
+            unit=f"ms CPU per {size_label}",
+            detail=f"{cpu * 1e3:.1f} ms CPU per transfer, {transfers} pairs",
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -466,11 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--transfers", type=positive_int, default=6, help="pairs of bulk transfers per run"
     )
-    parser.add_argument("--runs", type=positive_int, default=1, help="repeat; print medians")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: small counts, checks the script"
-    )
+    add_run_arguments(parser, runs=1, quick_help="a smoke run: small counts, checks the script")
     args = parser.parse_args(argv)
     if args.quick:
         args.round_trips, args.blocks, args.bulk_mib, args.transfers = 200, 2, 8, 2
@@ -496,10 +513,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     finally:
         peer.close()
-    report.summary()
-    print(f"  ({time.monotonic() - started:.0f} s)")
-    if args.json:
-        report.write_json(args.json)
+    finish(report, started, args.json)
 
 
 if __name__ == "__main__":

@@ -36,11 +36,7 @@ import contextlib
 import gc
 import importlib.util
 import inspect
-import json
-import multiprocessing
 import os
-import platform
-import resource
 import selectors
 import socket
 import statistics
@@ -57,6 +53,20 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this checkout, whatever else is installed
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _measure.py: what the benchmarks share
+
+from _measure import (  # noqa: E402
+    Report,
+    ServerProcess,
+    add_run_arguments,
+    add_window_arguments,
+    all_cpus,
+    events_while_parent_lives,
+    finish,
+    listen,
+    pin_cpu,
+    raise_nofile,
+)
 
 from keepalive import aio, sync  # noqa: E402
 from keepalive.heartbeat import HeartbeatConfig  # noqa: E402
@@ -71,278 +81,62 @@ ASYNC_MONITOR_BYTES = 512
 BLOCKING_MONITOR_BYTES = 640
 
 
-# -- rows, runs and the report (datapath.py uses these too) ----------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of an issue table: a contender against its baseline, one sample per run."""
-
-    name: str
-    contender: str
-    baseline: str
-    limit: float | None  # None: reported, no goal
-    loop: str | None
-    ratios: list[float] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)  # the contender's own figure, per run
-    unit: str = ""  # of ``value``
-
-
-@dataclass
-class Series:
-    name: str
-    x_label: str
-    y_label: str
-    loop: str | None
-    points: dict[float, list[float]] = field(default_factory=dict)  # x -> one y per run
-
-
-class Report:
-    """The rows and series of one benchmark, gathered over runs."""
-
-    def __init__(self, benchmark: str) -> None:
-        self.benchmark = benchmark
-        self.rows: dict[str, Row] = {}
-        self.series: dict[str, Series] = {}
-        self.notes: list[str] = []
-        self.runs = 0
-
-    def row(
-        self,
-        name: str,
-        *,
-        contender: str,
-        baseline: str,
-        limit: float | None,
-        loop: str | None,
-        ratio: float,
-        value: float | None = None,
-        unit: str = "",
-        detail: str = "",
-    ) -> None:
-        row = self.rows.setdefault(name, Row(name, contender, baseline, limit, loop, unit=unit))
-        row.ratios.append(ratio)
-        if value is not None:
-            row.value.append(value)
-        print(f"  {name:<52} {ratio:7.3f}x  {_verdict(ratio, limit):<14} {detail}", flush=True)
-
-    def point(
-        self, name: str, *, x_label: str, y_label: str, loop: str | None, x: float, y: float
-    ) -> None:
-        series = self.series.setdefault(name, Series(name, x_label, y_label, loop))
-        series.points.setdefault(x, []).append(y)
-
-    def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-        print(f"  {text}", flush=True)
-
-    def summary(self) -> None:
-        print(f"\n== {self.benchmark}: medians of {self.runs} run(s), spread min-max")
-        for row in self.rows.values():
-            ratio = statistics.median(row.ratios)
-            spread = f"{min(row.ratios):.3f}-{max(row.ratios):.3f}"
-            limit = "no goal" if row.limit is None else f"limit <= {row.limit:g}x"
-            value = ""
-            if row.value:
-                value = f"  ({statistics.median(row.value):.4g} {row.unit})"
-            print(
-                f"  {row.name:<52} {ratio:7.3f}x  [{spread}]  {limit:<15} "
-                f"{_verdict(ratio, row.limit)}{value}"
-            )
-            print(f"      {row.contender} / {row.baseline}")
-        for series in self.series.values():
-            points = ", ".join(
-                f"{x:g}: {statistics.median(ys):.3g}" for x, ys in sorted(series.points.items())
-            )
-            print(f"  {series.name} ({series.y_label}): {points}")
-        for text in self.notes:
-            print(f"  note: {text}")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": self.benchmark,
-            "machine": {
-                "cpus": os.cpu_count() or 1,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-            "runs": self.runs,
-            "rows": [
-                {
-                    "name": row.name,
-                    "contender": row.contender,
-                    "baseline": row.baseline,
-                    "ratio": round(statistics.median(row.ratios), 4),
-                    "spread": [round(min(row.ratios), 4), round(max(row.ratios), 4)],
-                    "limit": row.limit,
-                    "loop": row.loop,
-                    # Beyond the agreed schema: the contender's own figure (median), if any.
-                    **(
-                        {"value": round(statistics.median(row.value), 4), "unit": row.unit}
-                        if row.value
-                        else {}
-                    ),
-                }
-                for row in self.rows.values()
-            ],
-            "series": [
-                {
-                    "name": series.name,
-                    "x_label": series.x_label,
-                    "y_label": series.y_label,
-                    "points": [
-                        [x, round(statistics.median(ys), 4)]
-                        for x, ys in sorted(series.points.items())
-                    ],
-                    "loop": series.loop,
-                }
-                for series in self.series.values()
-            ],
-            "notes": self.notes,
-        }
-
-    def write_json(self, path: str) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.as_json(), indent=2, ensure_ascii=False) + "\n")
-        print(f"\nwrote {target}")
-
-
-def _verdict(ratio: float, limit: float | None) -> str:
-    if limit is None:
-        return "(no goal)"
-    return "PASS" if ratio <= limit else "FAIL"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
-    return value
-
-
-def pin_cpu(which: int) -> str:
-    """Pin this process to one of the CPUs it may use (``0``: the first, ``-1``: the last),
-    where the OS allows it (Linux) and there are two or more; says what it did.
-
-    The client runs on the last CPU, the peer process on the first: a peer on the same CPU
-    as the client (as the scheduler sometimes places it, for a whole transfer) makes the
-    client's copies hit a warm cache, and the client's CPU time is bimodal then (a plain
-    256 MiB recv_into measured 28-35 ms or 77-86 ms per transfer, run to run)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "not pinned (no sched_setaffinity here)"
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return "not pinned (one CPU)"
-    os.sched_setaffinity(0, {cpus[which]})
-    return f"pinned to CPU {cpus[which]}"
-
-
-@contextlib.contextmanager
-def all_cpus() -> Iterator[None]:
-    """Lift :func:`pin_cpu` meanwhile: the blocking rows run a thousand threads, and pinned to
-    one CPU their wake-ups and GIL hand-offs never cross CPUs, which no deployment on several
-    CPUs sees (the thread-per-socket baseline measured 43 µs per beat pinned, 95-130 not)."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    pinned = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, _CPUS_AT_START)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, pinned)
-
-
-_CPUS_AT_START: set[int] = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-
-
-def raise_nofile(needed: int) -> None:
-    """Raise the soft open-file limit to the hard one; refuse a run that cannot fit."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard != resource.RLIM_INFINITY and needed > hard:
-        raise SystemExit(
-            f"error: {needed} open files needed, but the hard limit (ulimit -Hn) is {hard}"
-        )
-
-
 # -- the responder process -------------------------------------------------------------------------
 
 
 def _responder(report_port: Connection) -> None:
     """Answer every PING line with PONG on every accepted connection, until killed."""
-    pin_cpu(0)
     raise_nofile(0)
-    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
-    selector = selectors.DefaultSelector()
-    listener.setblocking(False)
-    selector.register(listener, selectors.EVENT_READ)
-    report_port.send(listener.getsockname()[1])
-    report_port.close()
+    listener, selector = listen(report_port, backlog=4096)
     pending: dict[socket.socket, bytes] = {}
-    parent = os.getppid()
-    while os.getppid() == parent:  # the client is gone (killed): go too
-        for key, _mask in selector.select(timeout=1.0):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            if sock is listener:
-                while True:
-                    try:
-                        conn, _ = listener.accept()
-                    except BlockingIOError:
-                        break
-                    conn.setblocking(False)
-                    selector.register(conn, selectors.EVENT_READ)
-                    pending[conn] = b""
-                continue
-            try:
-                data = sock.recv(65536)
-            except ConnectionError:
-                data = b""
-            if not data:
-                selector.unregister(sock)
-                pending.pop(sock, None)
-                sock.close()
-                continue
-            buffered = pending[sock] + data
-            lines = buffered.count(b"\n")
-            pending[sock] = buffered[buffered.rfind(b"\n") + 1 :]
-            if lines:
-                with contextlib.suppress(OSError):  # gone: its end of stream comes next
-                    sock.send(PONG * lines)
+    for key, _mask in events_while_parent_lives(selector):
+        sock = key.fileobj
+        assert isinstance(sock, socket.socket)
+        if sock is listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                conn.setblocking(False)
+                selector.register(conn, selectors.EVENT_READ)
+                pending[conn] = b""
+            continue
+        try:
+            data = sock.recv(65536)
+        except ConnectionError:
+            data = b""
+        if not data:
+            selector.unregister(sock)
+            pending.pop(sock, None)
+            sock.close()
+            continue
+        buffered = pending[sock] + data
+        lines = buffered.count(b"\n")
+        pending[sock] = buffered[buffered.rfind(b"\n") + 1 :]
+        if lines:
+            with contextlib.suppress(OSError):  # gone: its end of stream comes next
+                sock.send(PONG * lines)
 
 
-class Responders:
-    """The responder, in a process of its own: spawned, not forked, so that the client's
-    first writes to its own memory are not copy-on-write faults charged to the first window."""
+class Responders(ServerProcess):
+    """The responder, in a process of its own (see :class:`ServerProcess`)."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        port_in, port_out = context.Pipe(duplex=False)
-        self.process = context.Process(target=_responder, args=(port_out,), daemon=True)
-        self.process.start()
-        port_out.close()
-        if not port_in.poll(30):
-            self.process.kill()
-            raise RuntimeError("the responder process did not start within 30 s")
-        self.address: tuple[str, int] = ("127.0.0.1", port_in.recv())
-        port_in.close()
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.join()
+        super().__init__(_responder, "responder")
 
 
 # -- measuring -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One run's setting, shared by each of its measurements."""
+
+    address: tuple[str, int]  # the responder's
+    beat: HeartbeatConfig
+    duration: float  # measured seconds per contender's window
+    keepalive_first: bool  # the contenders' order, flipped every run
 
 
 @dataclass
@@ -429,6 +223,77 @@ def _thousands(count: int) -> str:
     if count >= 1000 and count % 100 == 0:
         return f"{count / 1000:g}k"
     return str(count)
+
+
+def _per_beat_row(
+    report: Report,
+    name: str,
+    *,
+    contender: str,
+    baseline: str,
+    limit: float | None,
+    loop: str | None,
+    ours: Window,
+    theirs: Window,
+    detail: str,
+) -> None:
+    """A row of CPU per beat: ``ours`` against the baseline's window, ``theirs``."""
+    report.row(
+        name,
+        contender=contender,
+        baseline=baseline,
+        limit=limit,
+        loop=loop,
+        ratio=ours.us_per_beat / theirs.us_per_beat,
+        value=ours.us_per_beat,
+        unit="µs CPU per beat",
+        detail=detail,
+    )
+
+
+def _memory_row(
+    report: Report,
+    name: str,
+    *,
+    contender: str,
+    goal: int,
+    loop: str | None,
+    measured: float,
+    detail: str,
+) -> None:
+    """A row of bytes per monitor against the goal in bytes (limit 1: at most the goal)."""
+    report.row(
+        name,
+        contender=contender,
+        baseline=f"goal, {goal} B",
+        limit=1.0,
+        loop=loop,
+        ratio=measured / goal,
+        value=measured,
+        unit="B per monitor",
+        detail=detail,
+    )
+
+
+def _flatness_row(
+    report: Report,
+    name: str,
+    *,
+    contender: str,
+    limit: float | None,
+    loop: str,
+    per_beat: dict[int, float],
+) -> None:
+    """How flat CPU per beat stays over the sizes: the most over the least."""
+    report.row(
+        name,
+        contender=contender,
+        baseline="least CPU per beat over the sizes",
+        limit=limit,
+        loop=loop,
+        ratio=max(per_beat.values()) / min(per_beat.values()),
+        detail=", ".join(f"{_thousands(n)}: {v:.2f} µs" for n, v in per_beat.items()),
+    )
 
 
 # -- asyncio and uvloop ----------------------------------------------------------------------------
@@ -549,16 +414,8 @@ def _run_on(loop_name: str, coroutine: Coroutine[Any, Any, Any]) -> Any:
         loop.close()
 
 
-def _measure_loop(
-    report: Report,
-    loop_name: str,
-    *,
-    address: tuple[str, int],
-    sizes: list[int],
-    beat: HeartbeatConfig,
-    duration: float,
-    keepalive_first: bool,
-) -> None:
+def _measure_loop(report: Report, setting: _Setting, loop_name: str, sizes: list[int]) -> None:
+    address, beat, duration = setting.address, setting.beat, setting.duration
     hz = f"{1 / beat.interval:g} Hz"
     per_beat: dict[int, float] = {}
     floor_per_beat: dict[int, float] = {}
@@ -570,7 +427,7 @@ def _measure_loop(
             count: int = count, trace: bool = trace
         ) -> tuple[Window, Window, float | None]:
             floor: Window | None = None
-            if not keepalive_first:
+            if not setting.keepalive_first:
                 floor = await _floor_window(address, count, beat.interval, duration)
             ours, per_monitor = await _keepalive_window(address, count, beat, duration, trace)
             if floor is None:
@@ -595,50 +452,47 @@ def _measure_loop(
         )
         name = f"{loop_name} {_thousands(count)} at {hz}"
         if top:
-            report.row(
+            _per_beat_row(
+                report,
                 name,
                 contender=f"keepalive.aio, one timer per loop ({loop_name})",
                 baseline=f"bare-I/O floor ({loop_name})",
                 limit=ASYNC_FLOOR_LIMIT,
                 loop=loop_name,
-                ratio=ours.us_per_beat / floor.us_per_beat,
-                value=ours.us_per_beat,
-                unit="µs CPU per beat",
+                ours=ours,
+                theirs=floor,
                 detail=detail,
             )
         else:
             print(f"  {name:<52} {ours.us_per_beat / floor.us_per_beat:7.3f}x  {detail}")
         if per_monitor is not None:
-            report.row(
+            _memory_row(
+                report,
                 "memory per asyncio monitor",
                 contender="keepalive.aio monitor (tracemalloc)",
-                baseline=f"goal, {ASYNC_MONITOR_BYTES} B",
-                limit=1.0,
+                goal=ASYNC_MONITOR_BYTES,
                 loop=loop_name,
-                ratio=per_monitor / ASYNC_MONITOR_BYTES,
-                value=per_monitor,
-                unit="B per monitor",
+                measured=per_monitor,
                 detail=f"{per_monitor:.0f} B per monitor at {count} connections",
             )
     if len(sizes) > 1:
-        report.row(
-            f"{loop_name} CPU per beat, {_thousands(sizes[0])} to {_thousands(sizes[-1])}",
+        span = f"{_thousands(sizes[0])} to {_thousands(sizes[-1])}"
+        _flatness_row(
+            report,
+            f"{loop_name} CPU per beat, {span}",
             contender="keepalive.aio, most CPU per beat over the sizes",
-            baseline="least CPU per beat over the sizes",
             limit=SCALING_LIMIT,
             loop=loop_name,
-            ratio=max(per_beat.values()) / min(per_beat.values()),
-            detail=", ".join(f"{_thousands(n)}: {v:.2f} µs" for n, v in per_beat.items()),
+            per_beat=per_beat,
         )
         # The control: how flat the floor itself measures, under the same noise.
-        report.row(
-            f"{loop_name} floor CPU per beat, {_thousands(sizes[0])} to {_thousands(sizes[-1])}",
+        _flatness_row(
+            report,
+            f"{loop_name} floor CPU per beat, {span}",
             contender="bare-I/O floor, most CPU per beat over the sizes",
-            baseline="least CPU per beat over the sizes",
             limit=None,
             loop=loop_name,
-            ratio=max(floor_per_beat.values()) / min(floor_per_beat.values()),
-            detail=", ".join(f"{_thousands(n)}: {v:.2f} µs" for n, v in floor_per_beat.items()),
+            per_beat=floor_per_beat,
         )
 
 
@@ -657,15 +511,7 @@ def _load_trio_contenders() -> ModuleType | None:
     return module
 
 
-def _measure_trio(
-    report: Report,
-    *,
-    address: tuple[str, int],
-    count: int,
-    beat: HeartbeatConfig,
-    duration: float,
-    keepalive_first: bool,
-) -> None:
+def _measure_trio(report: Report, setting: _Setting, count: int) -> None:
     try:
         contenders = _load_trio_contenders()
     except Exception as exc:  # another engineer's module: report it, measure the rest
@@ -676,22 +522,24 @@ def _measure_trio(
         return
     windows: dict[str, Window] = {}
     try:
-        for kind in ("keepalive", "floor") if keepalive_first else ("floor", "keepalive"):
-            measured = contenders.measure(kind, count, beat.interval, duration, address)
+        for kind in ("keepalive", "floor") if setting.keepalive_first else ("floor", "keepalive"):
+            measured = contenders.measure(
+                kind, count, setting.beat.interval, setting.duration, setting.address
+            )
             windows[kind] = Window(int(measured["beats"]), float(measured["cpu_s"]))
     except Exception as exc:
         report.note(f"trio: not measured (measure() raised {exc!r})")
         return
     ours, floor = windows["keepalive"], windows["floor"]
-    report.row(
-        f"trio {_thousands(count)} at {1 / beat.interval:g} Hz",
+    _per_beat_row(
+        report,
+        f"trio {_thousands(count)} at {1 / setting.beat.interval:g} Hz",
         contender="keepalive.trio",
         baseline="bare-I/O floor (trio)",
         limit=None,
         loop="trio",
-        ratio=ours.us_per_beat / floor.us_per_beat,
-        value=ours.us_per_beat,
-        unit="µs CPU per beat",
+        ours=ours,
+        theirs=floor,
         detail=(
             f"keepalive {ours.us_per_beat:.2f} µs/beat ({ours.beats} beats), "
             f"floor {floor.us_per_beat:.2f} µs/beat ({floor.beats} beats)"
@@ -827,15 +675,8 @@ def _steady_bytes(snapshot: tracemalloc.Snapshot) -> tuple[int, int]:
     return held, waiting
 
 
-def _measure_blocking(
-    report: Report,
-    *,
-    address: tuple[str, int],
-    count: int,
-    beat: HeartbeatConfig,
-    duration: float,
-    keepalive_first: bool,
-) -> None:
+def _measure_blocking(report: Report, setting: _Setting, count: int) -> None:
+    address, beat, duration = setting.address, setting.beat, setting.duration
     selector = selector_mode_options()
     contenders: list[tuple[str, dict[str, object] | None]] = [("keepalive.sync", {})]
     if selector is not None:
@@ -843,7 +684,7 @@ def _measure_blocking(
     else:
         report.note("blocking selector mode: not measured (keepalive.sync has no opt-in mode yet)")
     order: list[tuple[str, dict[str, object] | None]] = [("threads", None), *contenders]
-    if keepalive_first:
+    if setting.keepalive_first:
         order = [*contenders, ("threads", None)]
     windows: dict[str, Window] = {}
     for label, options in order:
@@ -855,15 +696,13 @@ def _measure_blocking(
         windows[label] = window
         if memory is not None:
             created, held, waiting = memory
-            report.row(
+            _memory_row(
+                report,
                 "memory per blocking monitor",
                 contender="keepalive.sync monitor (tracemalloc, as made)",
-                baseline=f"goal, {BLOCKING_MONITOR_BYTES} B",
-                limit=1.0,
+                goal=BLOCKING_MONITOR_BYTES,
                 loop=None,
-                ratio=created / BLOCKING_MONITOR_BYTES,
-                value=created,
-                unit="B per monitor",
+                measured=created,
                 detail=(
                     f"{created:.0f} B per monitor as made; {held:.0f} B once running, "
                     f"plus {waiting:.0f} B per recv() blocked in it"
@@ -874,15 +713,15 @@ def _measure_blocking(
     for label, options in contenders:
         ours = windows[label]
         selector_mode = bool(options)
-        report.row(
+        _per_beat_row(
+            report,
             f"blocking {_thousands(count)} at {hz}" + (", selector mode" if selector_mode else ""),
             contender=label + ", a reader thread per socket",
             baseline="a heartbeat thread per socket, a reader thread per socket",
             limit=BLOCKING_SELECTOR_LIMIT if selector_mode else None,
             loop=None,
-            ratio=ours.us_per_beat / threads.us_per_beat,
-            value=ours.us_per_beat,
-            unit="µs CPU per beat",
+            ours=ours,
+            theirs=threads,
             detail=(
                 f"{ours.us_per_beat:.2f} µs/beat (mean {ours.mean_us:.2f}, {ours.beats} beats), "
                 f"threads {threads.us_per_beat:.2f} (mean {threads.mean_us:.2f}, {threads.beats})"
@@ -921,9 +760,11 @@ def _uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
 
-def _each_run(runs: int) -> Iterator[tuple[int, bool]]:
+def _each_run(
+    runs: int, address: tuple[str, int], beat: HeartbeatConfig, duration: float
+) -> Iterator[tuple[int, _Setting]]:
     for run in range(runs):
-        yield run, run % 2 == 1  # flip the contenders' order every run
+        yield run, _Setting(address, beat, duration, run % 2 == 1)  # flip the order every run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -935,13 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         help="asyncio connection counts of the scaling series; the largest is the main row "
         "(default 1000,2500,5000,10000)",
     )
-    parser.add_argument("--sockets", type=positive_int, default=1000, help="blocking sockets")
-    parser.add_argument(
-        "--duration", type=positive_float, default=5.0, help="measured seconds per window"
-    )
-    parser.add_argument(
-        "--interval", type=positive_float, default=1.0, help="seconds between beats"
-    )
+    add_window_arguments(parser)
     parser.add_argument(
         "--loops",
         type=_loops,
@@ -949,12 +784,10 @@ def main(argv: list[str] | None = None) -> None:
         help="event loops to measure (default asyncio,uvloop,trio; none: the blocking rows only)",
     )
     parser.add_argument("--no-blocking", action="store_true", help="skip the blocking rows")
-    parser.add_argument("--runs", type=positive_int, default=1, help="repeat; print medians")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run (small counts, short windows, 4 Hz): checks the script, not speed",
+    add_run_arguments(
+        parser,
+        runs=1,
+        quick_help="a smoke run (small counts, short windows, 4 Hz): checks the script, not speed",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -975,50 +808,26 @@ def main(argv: list[str] | None = None) -> None:
         if any(name in ("asyncio", "uvloop") for name in loops):
             print("== warming the process up (not measured)", flush=True)
             _run_on("asyncio", _warm_up_process(responders.address, args.sizes[0], beat))
-        for run, keepalive_first in _each_run(args.runs):
+        each_run = _each_run(args.runs, responders.address, beat, args.duration)
+        for run, setting in each_run:
             report.runs = run + 1
             print(
                 f"== run {run + 1}/{args.runs}: beats every {beat.interval:g} s, "
                 f"{args.duration:g} s measured per contender, "
-                f"{'keepalive' if keepalive_first else 'the baseline'} first",
+                f"{'keepalive' if setting.keepalive_first else 'the baseline'} first",
                 flush=True,
             )
             for loop_name in loops:
                 if loop_name == "trio":
-                    _measure_trio(
-                        report,
-                        address=responders.address,
-                        count=args.sizes[-1],
-                        beat=beat,
-                        duration=args.duration,
-                        keepalive_first=keepalive_first,
-                    )
+                    _measure_trio(report, setting, args.sizes[-1])
                 else:
-                    _measure_loop(
-                        report,
-                        loop_name,
-                        address=responders.address,
-                        sizes=args.sizes,
-                        beat=beat,
-                        duration=args.duration,
-                        keepalive_first=keepalive_first,
-                    )
+                    _measure_loop(report, setting, loop_name, args.sizes)
             if not args.no_blocking:
                 with all_cpus():
-                    _measure_blocking(
-                        report,
-                        address=responders.address,
-                        count=args.sockets,
-                        beat=beat,
-                        duration=args.duration,
-                        keepalive_first=keepalive_first,
-                    )
+                    _measure_blocking(report, setting, args.sockets)
     finally:
         responders.close()
-    report.summary()
-    print(f"  ({time.monotonic() - started:.0f} s)")
-    if args.json:
-        report.write_json(args.json)
+    finish(report, started, args.json)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,24 @@ import time
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # heartbeat.py, datapath.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _measure, heartbeat, datapath
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # measure this checkout
+from _measure import (
+    Report,
+    add_run_arguments,
+    add_window_arguments,
+    finish,
+    positive_int,
+    raise_nofile,
+)
 from datapath import BEAT, MESSAGE, PING, PONG, Peer, _connect, _round_trips
 from heartbeat import (
     BLOCKING_SELECTOR_LIMIT,
-    Report,
     Responders,
     Window,
     _sync_window,
     _thousands,
     _threads_window,
-    positive_float,
-    positive_int,
-    raise_nofile,
 )
 
 from keepalive import sync
@@ -140,21 +144,13 @@ def _latency(report: Report, address: tuple[str, int], trips: int, blocks: int) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sockets", type=positive_int, default=1000, help="blocking sockets")
-    parser.add_argument(
-        "--duration", type=positive_float, default=5.0, help="measured seconds per window"
-    )
-    parser.add_argument(
-        "--interval", type=positive_float, default=1.0, help="seconds between beats"
-    )
+    add_window_arguments(parser)
     parser.add_argument("--round-trips", type=positive_int, default=2000, help="per block")
     parser.add_argument("--blocks", type=positive_int, default=6, help="round-trip blocks")
-    parser.add_argument("--runs", type=positive_int, default=3, help="repeat; print medians")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run (50 sockets, short windows, 4 Hz): checks the script, not speed",
+    add_run_arguments(
+        parser,
+        runs=3,
+        quick_help="a smoke run (50 sockets, short windows, 4 Hz): checks the script, not speed",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -174,10 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         responders.close()
         peer.close()
-    report.summary()
-    print(f"  ({time.monotonic() - started:.0f} s)")
-    if args.json:
-        report.write_json(args.json)
+    finish(report, started, args.json)
     failed = [
         row.name
         for row in report.rows.values()
