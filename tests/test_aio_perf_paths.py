@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, NamedTuple
 
 import loops
 import pytest
@@ -85,6 +85,50 @@ async def ping_and_await_it(
     assert await peer_reader.readline() == b"PING\n"
 
 
+class Dialled(NamedTuple):
+    """Both ends of one aio.open_connection() to a ScriptedPeer, and the client's monitor."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    monitor: aio.HeartbeatProtocol
+    peer_reader: asyncio.StreamReader
+    peer_writer: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def dialled(heartbeat: HeartbeatConfig = QUIET, **options: Any) -> AsyncIterator[Dialled]:
+    """aio.open_connection() to a fresh ScriptedPeer; both ends are closed on the way out."""
+    peer = ScriptedPeer()
+    address = await peer.start()
+    reader, writer = await aio.open_connection(*address, heartbeat=heartbeat, **options)
+    monitor = the_monitor(writer)
+    peer_reader, peer_writer = await peer.accepted.get()
+    try:
+        yield Dialled(reader, writer, monitor, peer_reader, peer_writer)
+    finally:
+        await close(writer)
+        peer_writer.close()
+        await peer.stop()
+
+
+@contextlib.asynccontextmanager
+async def answering_pings(conn: Dialled) -> AsyncIterator[None]:
+    """The peer answers every PING line with a PONG line until the block ends."""
+
+    async def answer() -> None:
+        with contextlib.suppress(ConnectionError):
+            while await conn.peer_reader.readline() == b"PING\n":
+                conn.peer_writer.write(b"PONG\n")
+
+    answering = asyncio.ensure_future(answer())
+    try:
+        yield
+    finally:
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
+
+
 # ---------------------------------------------------------------------------------------------
 # Views on the data path
 
@@ -103,18 +147,12 @@ def test_open_connection_hands_views_only_to_line_matchers_it_can_track(
     options: dict[str, Any], views: bool
 ) -> None:
     async def main() -> None:
-        peer = ScriptedPeer()
-        address = await peer.start()
-        reader, writer = await aio.open_connection(*address, heartbeat=QUIET, **options)
-        _, peer_writer = await peer.accepted.get()
-        assert the_monitor(writer)._settings.views is views
-        payload = bytes(range(256)) * 64 + b"\n" + b"tail without end"
-        peer_writer.write(payload)
-        assert await reader.readexactly(len(payload)) == payload
-        assert the_monitor(writer).stats.bytes_received == len(payload)
-        await close(writer)
-        peer_writer.close()
-        await peer.stop()
+        async with dialled(**options) as (reader, _, monitor, _, peer_writer):
+            assert monitor._settings.views is views
+            payload = bytes(range(256)) * 64 + b"\n" + b"tail without end"
+            peer_writer.write(payload)
+            assert await reader.readexactly(len(payload)) == payload
+            assert monitor.stats.bytes_received == len(payload)
 
     run(main())
 
@@ -136,77 +174,58 @@ def test_monitor_on_an_existing_transport_never_hands_views() -> None:
 def test_line_boundaries_survive_view_chunks_of_every_shape() -> None:
     # Each chunk is read in full before the next step, so each is one read of its own.
     async def main() -> None:
-        peer = ScriptedPeer()
-        address = await peer.start()
-        reader, writer = await aio.open_connection(*address, heartbeat=QUIET)
-        monitor = the_monitor(writer)
-        peer_reader, peer_writer = await peer.accepted.get()
-        assert monitor._settings.views
+        async with dialled() as (reader, _, monitor, peer_reader, peer_writer):
+            assert monitor._settings.views
 
-        # 1. A chunk whose last line is unfinished (the fast path feeds the matcher b"\nyy"):
-        #    a PONG line sent next continues that line, so it is the application's.
-        chunk = b"x" * 5000 + b"\n" + b"yy"
-        peer_writer.write(chunk)
-        assert await reader.readexactly(len(chunk)) == chunk
-        await ping_and_await_it(monitor, peer_reader)
-        peer_writer.write(b"PONG\n")
-        assert await reader.readexactly(5) == b"PONG\n"
-        assert monitor.pongs_received == 0
-        # ... and the next whole PONG line is the owed pong (the slow path, a pong owed).
-        peer_writer.write(b"PONG\nafter\n")
-        assert await reader.readexactly(6) == b"after\n"
-        assert monitor.pongs_received == 1
+            async def read_in_full_then_ping(chunk: bytes) -> None:
+                peer_writer.write(chunk)
+                assert await reader.readexactly(len(chunk)) == chunk
+                await ping_and_await_it(monitor, peer_reader)
 
-        # 2. A chunk ending exactly at a line end: the next PONG line is a pong.
-        chunk = b"z" * 3000 + b"\n"
-        peer_writer.write(chunk)
-        assert await reader.readexactly(len(chunk)) == chunk
-        await ping_and_await_it(monitor, peer_reader)
-        peer_writer.write(b"PONG\nnext\n")
-        assert await reader.readexactly(5) == b"next\n"
-        assert monitor.pongs_received == 2
+            # 1. A chunk whose last line is unfinished (the fast path feeds the matcher b"\nyy"):
+            #    a PONG line sent next continues that line, so it is the application's.
+            await read_in_full_then_ping(b"x" * 5000 + b"\n" + b"yy")
+            peer_writer.write(b"PONG\n")
+            assert await reader.readexactly(5) == b"PONG\n"
+            assert monitor.pongs_received == 0
+            # ... and the next whole PONG line is the owed pong (the slow path, a pong owed).
+            peer_writer.write(b"PONG\nafter\n")
+            assert await reader.readexactly(6) == b"after\n"
+            assert monitor.pongs_received == 1
 
-        # 3. A chunk without any line end (only the matcher can track it: no fast path),
-        #    then a whole PONG line not owed: both reach the application untouched.
-        chunk = b"q" * 4000
-        peer_writer.write(chunk)
-        assert await reader.readexactly(len(chunk)) == chunk
-        await ping_and_await_it(monitor, peer_reader)
-        peer_writer.write(b"PONG\n")  # ends the q... line: not a pong
-        assert await reader.readexactly(5) == b"PONG\n"
-        peer_writer.write(b"PONG\n")  # now a whole line while the ping is owed: the pong
-        peer_writer.write(b"PONG\n")  # and one more, owed by nobody: the application's
-        assert await reader.readexactly(5) == b"PONG\n"
-        assert monitor.pongs_received == 3
-        assert monitor.stats.bytes_received == 5003 + 5 + 11 + 3001 + 10 + 4000 + 15
+            # 2. A chunk ending exactly at a line end: the next PONG line is a pong.
+            await read_in_full_then_ping(b"z" * 3000 + b"\n")
+            peer_writer.write(b"PONG\nnext\n")
+            assert await reader.readexactly(5) == b"next\n"
+            assert monitor.pongs_received == 2
 
-        await close(writer)
-        peer_writer.close()
-        await peer.stop()
+            # 3. A chunk without any line end (only the matcher can track it: no fast path),
+            #    then a whole PONG line not owed: both reach the application untouched.
+            await read_in_full_then_ping(b"q" * 4000)
+            peer_writer.write(b"PONG\n")  # ends the q... line: not a pong
+            assert await reader.readexactly(5) == b"PONG\n"
+            peer_writer.write(b"PONG\n")  # now a whole line while the ping is owed: the pong
+            peer_writer.write(b"PONG\n")  # and one more, owed by nobody: the application's
+            assert await reader.readexactly(5) == b"PONG\n"
+            assert monitor.pongs_received == 3
+            assert monitor.stats.bytes_received == 5003 + 5 + 11 + 3001 + 10 + 4000 + 15
 
     run(main())
 
 
 def test_a_pong_split_across_reads_is_held_back_and_the_fast_path_waits_for_it() -> None:
     async def main() -> None:
-        peer = ScriptedPeer()
-        address = await peer.start()
-        reader, writer = await aio.open_connection(*address, heartbeat=QUIET)
-        monitor = the_monitor(writer)
-        peer_reader, peer_writer = await peer.accepted.get()
-        await ping_and_await_it(monitor, peer_reader)
-        peer_writer.write(b"PO")  # may still be the pong: held back by the matcher
-        await peer_writer.drain()
-        await asyncio.sleep(0.05)
-        assert monitor.pongs_received == 0
-        # The rest of the pong, then bulk lines: the held bytes go through the matcher first.
-        bulk = b"b" * 1023 + b"\n"
-        peer_writer.write(b"NG\n" + bulk * 64)
-        assert await reader.readexactly(len(bulk) * 64) == bulk * 64
-        assert monitor.pongs_received == 1
-        await close(writer)
-        peer_writer.close()
-        await peer.stop()
+        async with dialled() as (reader, _, monitor, peer_reader, peer_writer):
+            await ping_and_await_it(monitor, peer_reader)
+            peer_writer.write(b"PO")  # may still be the pong: held back by the matcher
+            await peer_writer.drain()
+            await asyncio.sleep(0.05)
+            assert monitor.pongs_received == 0
+            # The rest of the pong, then bulk lines: the held bytes go through the matcher first.
+            bulk = b"b" * 1023 + b"\n"
+            peer_writer.write(b"NG\n" + bulk * 64)
+            assert await reader.readexactly(len(bulk) * 64) == bulk * 64
+            assert monitor.pongs_received == 1
 
     run(main())
 
@@ -220,48 +239,33 @@ def test_bulk_bytes_arrive_exact_through_views_while_pings_go_out() -> None:
     line = b"0123456789abcdef" * 63 + b"PONG\n" + b"...\n"  # PONG\n inside a line: data
 
     async def main() -> None:
-        peer = ScriptedPeer()
-        address = await peer.start()
-        reader, writer = await aio.open_connection(*address, heartbeat=heartbeat)
-        monitor = the_monitor(writer)
-        peer_reader, peer_writer = await peer.accepted.get()
-        lines = 32 * 1024 * 1024 // len(line)
+        async with dialled(heartbeat) as conn, answering_pings(conn):
+            reader, _, monitor, _, peer_writer = conn
+            lines = 32 * 1024 * 1024 // len(line)
 
-        async def answer_pings() -> None:
-            with contextlib.suppress(ConnectionError):
-                while await peer_reader.readline() == b"PING\n":
-                    peer_writer.write(b"PONG\n")
+            async def send_bulk() -> None:
+                for _ in range(lines):
+                    peer_writer.write(line)
+                    if peer_writer.transport.get_write_buffer_size() > 1 << 20:
+                        await peer_writer.drain()
+                await peer_writer.drain()
 
-        async def send_bulk() -> None:
-            for _ in range(lines):
-                peer_writer.write(line)
-                if peer_writer.transport.get_write_buffer_size() > 1 << 20:
-                    await peer_writer.drain()
-            await peer_writer.drain()
+            async def ping_often() -> None:
+                while True:
+                    monitor.send_ping()
+                    await asyncio.sleep(0.005)
 
-        async def ping_often() -> None:
-            while True:
-                monitor.send_ping()
-                await asyncio.sleep(0.005)
-
-        answering = asyncio.ensure_future(answer_pings())
-        sending = asyncio.ensure_future(send_bulk())
-        pinging = asyncio.ensure_future(ping_often())
-        received = bytearray()
-        expected = line * lines
-        while len(received) < len(expected):
-            received += await reader.read(65536)
-        await sending
-        pinging.cancel()
-        assert bytes(received) == expected
-        assert monitor.pings_sent > 0
-        await wait_until(lambda: monitor.pongs_received == monitor.pings_sent)
-        writer.close()
-        peer_writer.close()
-        answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await answering
-        await peer.stop()
+            sending = asyncio.ensure_future(send_bulk())
+            pinging = asyncio.ensure_future(ping_often())
+            received = bytearray()
+            expected = line * lines
+            while len(received) < len(expected):
+                received += await reader.read(65536)
+            await sending
+            pinging.cancel()
+            assert bytes(received) == expected
+            assert monitor.pings_sent > 0
+            await wait_until(lambda: monitor.pongs_received == monitor.pings_sent)
 
     run(main(), timeout=60)
 
@@ -277,34 +281,18 @@ def test_prompt_pongs_leave_no_stale_wake_ups_behind() -> None:
     heartbeat = HeartbeatConfig(interval=0.1, timeout=5.0)
 
     async def main() -> None:
-        peer = ScriptedPeer()
-        address = await peer.start()
-        _reader, writer = await aio.open_connection(*address, heartbeat=heartbeat)
-        monitor = the_monitor(writer)
-        peer_reader, peer_writer = await peer.accepted.get()
-
-        async def answer_pings() -> None:
-            with contextlib.suppress(ConnectionError):
-                while await peer_reader.readline() == b"PING\n":
-                    peer_writer.write(b"PONG\n")
-
-        answering = asyncio.ensure_future(answer_pings())
-        most_entries = 0
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            most_entries = max(most_entries, aio.scheduler_stats().entries)
-            await asyncio.sleep(0.01)
-        assert monitor.pongs_received >= 5
-        # One live entry; a late pong (a busy machine) may leave one stale entry per beat,
-        # but not one per beat of the whole window.
-        assert most_entries <= 6, most_entries
-        assert not monitor.dead
-        await close(writer)
-        peer_writer.close()
-        answering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await answering
-        await peer.stop()
+        async with dialled(heartbeat) as conn, answering_pings(conn):
+            monitor = conn.monitor
+            most_entries = 0
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                most_entries = max(most_entries, aio.scheduler_stats().entries)
+                await asyncio.sleep(0.01)
+            assert monitor.pongs_received >= 5
+            # One live entry; a late pong (a busy machine) may leave one stale entry per beat,
+            # but not one per beat of the whole window.
+            assert most_entries <= 6, most_entries
+            assert not monitor.dead
 
     run(main())
 
@@ -316,19 +304,13 @@ def test_a_missing_pong_still_gets_its_verdict_at_the_window_end_not_earlier() -
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        peer = ScriptedPeer()
-        address = await peer.start()
-        reader, writer = await aio.open_connection(*address, heartbeat=heartbeat)
-        monitor = the_monitor(writer)
-        peer_reader, peer_writer = await peer.accepted.get()
-        assert await peer_reader.readline() == b"PING\n"
-        pinged_at = loop.time()
-        with pytest.raises(PeerUnresponsive):
-            await reader.read(100)
-        elapsed = loop.time() - pinged_at
-        assert heartbeat.timeout - 0.05 <= elapsed <= heartbeat.timeout + 0.5
-        assert monitor.pings_sent == 1  # no second ping went out while the first was owed
-        peer_writer.close()
-        await peer.stop()
+        async with dialled(heartbeat) as (reader, _, monitor, peer_reader, _):
+            assert await peer_reader.readline() == b"PING\n"
+            pinged_at = loop.time()
+            with pytest.raises(PeerUnresponsive):
+                await reader.read(100)
+            elapsed = loop.time() - pinged_at
+            assert heartbeat.timeout - 0.05 <= elapsed <= heartbeat.timeout + 0.5
+            assert monitor.pings_sent == 1  # no second ping went out while the first was owed
 
     run(main())

@@ -36,6 +36,7 @@ from servers import (
     smtp_server,
     sshd_server,
 )
+from sockets_seen import WANTED, keepalive_options, server_fixture
 
 import keepalive.installer as ki
 from keepalive import KeepaliveConfig
@@ -45,21 +46,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers"),
 ]
 
-CFG = KeepaliveConfig(idle=37, interval=7, count=4, user_timeout=23.5)
-WANTED = {
-    "SO_KEEPALIVE": 1,
-    "TCP_KEEPIDLE": 37,
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
-
-
-def options(sock: socket.socket) -> dict[str, int]:
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"):
-        read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
+CFG = KeepaliveConfig(idle=37, interval=7, count=4, user_timeout=23.5)  # reads back as WANTED
 
 
 def assert_configured(port: int) -> None:
@@ -68,7 +55,7 @@ def assert_configured(port: int) -> None:
     assert found, f"the library holds no connection to port {port}"
     for sock in found:
         with sock:
-            assert options(sock) == WANTED
+            assert keepalive_options(sock) == WANTED
 
 
 @pytest.fixture(autouse=True)
@@ -83,21 +70,23 @@ def _installed() -> Iterator[None]:
 # -- boto3 / botocore: Config(tcp_keepalive=True) sets SO_KEEPALIVE only ------------------------
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with moto_s3_server() as server:
-        yield server
+s3 = server_fixture(moto_s3_server)
 
 
-def test_boto3_against_an_s3_endpoint(s3: S3Server) -> None:
-    boto3 = require_module("boto3")
-    client = boto3.client(
+def s3_client(s3: S3Server, **options: Any) -> Any:
+    """A boto3 client of moto's S3 endpoint (any credentials do)."""
+    return require_module("boto3").client(
         "s3",
         endpoint_url=s3.url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
+        **options,
     )
+
+
+def test_boto3_against_an_s3_endpoint(s3: S3Server) -> None:
+    client = s3_client(s3)
     client.create_bucket(Bucket="keepalive-install")
     client.put_object(Bucket="keepalive-install", Key="k", Body=b"v")
     # moto's server closes each connection after its response: the one of a body not read
@@ -110,36 +99,23 @@ def test_boto3_against_an_s3_endpoint(s3: S3Server) -> None:
 
 def test_botocore_tcp_keepalive_alone_leaves_two_hours(s3: S3Server) -> None:
     """Why botocore needs this: its own switch turns keepalive on with the system's timings."""
-    boto3 = require_module("boto3")
+    require_module("boto3")  # skips before anything is uninstalled
     config = require_module("botocore.config").Config(tcp_keepalive=True)
     ki.uninstall()
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    client = s3_client(s3, config=config)
     client.create_bucket(Bucket="keepalive-botocore")
     client.put_object(Bucket="keepalive-botocore", Key="k", Body=b"v")
     body = client.get_object(Bucket="keepalive-botocore", Key="k")["Body"]
     (sock,) = client_sockets_to(s3.port)
     with sock, socket.socket() as fresh:
-        assert options(sock)["SO_KEEPALIVE"] == 1
+        botocores = keepalive_options(sock)
+        assert botocores["SO_KEEPALIVE"] == 1
         default = fresh.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
-        assert options(sock)["TCP_KEEPIDLE"] == default  # 7200 s unless the system says else
+        assert botocores["TCP_KEEPIDLE"] == default  # 7200 s unless the system says else
     body.read()
     client.close()
     ki.install(CFG, loopback=True)  # and with install: every timing filled in
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=config,
-    )
+    client = s3_client(s3, config=config)
     body = client.get_object(Bucket="keepalive-botocore", Key="k")["Body"]
     assert_configured(s3.port)
     body.read()
@@ -152,10 +128,7 @@ def test_botocore_tcp_keepalive_alone_leaves_two_hours(s3: S3Server) -> None:
 # -- asyncpg: no keepalive option at all ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
+postgres = server_fixture(postgres_server)
 
 
 def test_asyncpg_against_postgresql(postgres: PostgresServer) -> None:
@@ -177,10 +150,7 @@ def test_asyncpg_against_postgresql(postgres: PostgresServer) -> None:
 # -- elasticsearch-py: elastic-transport takes no socket options -------------------------------
 
 
-@pytest.fixture
-def elasticsearch() -> Iterator[HttpServer]:
-    with elasticsearch_standin() as server:
-        yield server
+elasticsearch = server_fixture(elasticsearch_standin, scope="function")
 
 
 def test_elasticsearch_client(elasticsearch: HttpServer) -> None:
@@ -196,10 +166,7 @@ def test_elasticsearch_client(elasticsearch: HttpServer) -> None:
 # -- nats-py: asyncio.open_connection, no hook ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nats() -> Iterator[NatsServer]:
-    with nats_server() as server:
-        yield server
+nats = server_fixture(nats_server)
 
 
 def test_nats_client(nats: NatsServer) -> None:
@@ -222,10 +189,7 @@ def test_nats_client(nats: NatsServer) -> None:
 # -- paramiko: set_keepalive() sends SSH packets, the socket keeps 2 h ---------------------------
 
 
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SshServer]:
-    with sshd_server() as server:
-        yield server
+sshd = server_fixture(sshd_server)
 
 
 def test_paramiko_against_sshd(sshd: SshServer) -> None:
@@ -272,10 +236,7 @@ def test_pika_against_rabbitmq(rabbitmq: AmqpServer) -> None:
 # -- smtplib --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        yield server
+smtp = server_fixture(smtp_server, scope="function")
 
 
 def test_smtplib_against_aiosmtpd(smtp: SmtpServer) -> None:

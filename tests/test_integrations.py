@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,18 @@ from servers import (
     HttpServer,
     PostgresServer,
     RedisServer,
-    client_sockets_to,
     http_server,
     postgres_server,
     redis_server,
     require_module,
+)
+from sockets_seen import (
+    CFG,
+    assert_keepalive,
+    assert_nodelay,
+    assert_sockets_to,
+    only_socket_to,
+    server_fixture,
 )
 
 from keepalive import InvalidSetting, InvalidSettingType, KeepaliveConfig, UnsupportedOption
@@ -41,58 +47,17 @@ from keepalive.dial import connect_async
 from keepalive.platforms import Platform, catalog, detect
 from keepalive.sockets import configure, socket_options
 
-# Distinct from every default (Linux 7200/75/9, redis-py 30/5/3), with an idle that must be
-# rounded up (36.2 -> 37 s) exactly as configure() rounds it.
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-LINUX_EXPECTED = {
-    "TCP_KEEPIDLE": 37,
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
-
 
 def platform_named(label: str) -> Platform:
     variant = catalog.variant(label)
     return detect(variant.sys_platform, variant.namespace, variant.release)
 
 
-def assert_keepalive(sock: Any, cfg: KeepaliveConfig = CFG) -> None:
-    """``sock`` carries ``cfg``: every planned option reads back as planned, and on Linux the
-    literal values too (so the check does not only compare the library with itself)."""
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
-    for level, optname, value in socket_options(cfg):
-        assert sock.getsockopt(level, optname) == value, (level, optname)
-    if sys.platform.startswith("linux") and cfg is CFG:
-        read = {
-            name: sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-            for name in LINUX_EXPECTED
-        }
-        assert read == LINUX_EXPECTED
-
-
-def assert_nodelay(sock: Any) -> None:
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-
-
-@pytest.fixture
-def http() -> Iterator[HttpServer]:
-    """A fresh server per test (it starts in milliseconds): the only client sockets connected
-    to its port are the test's own."""
-    with http_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def redis_srv() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
+# A fresh server per test (it starts in milliseconds): the only client sockets connected to its
+# port are the test's own.
+http = server_fixture(http_server, scope="function")
+redis_srv = server_fixture(redis_server)
+postgres = server_fixture(postgres_server)
 
 
 # -- import hygiene ---------------------------------------------------------------------------
@@ -444,9 +409,7 @@ def test_aiohttp_connector_sets_our_options(http: HttpServer) -> None:
         ):
             assert await response.text() == "ok\n"
             # The body is read, so aiohttp has pooled the connection: find it by port.
-            sockets = client_sockets_to(http.port)
-            assert len(sockets) == 1
-            with sockets[0] as sock:
+            with only_socket_to(http.port) as sock:
                 assert_keepalive(sock)
                 assert_nodelay(sock)
 
@@ -474,9 +437,8 @@ def test_aiohttp_socket_factory_configures_before_connecting(http: HttpServer) -
             session.get(http.url) as response,
         ):
             assert await response.text() == "ok\n"
-            sockets = client_sockets_to(http.port)
-            assert len(sockets) == 1
-            with sockets[0] as sock:  # the connection aiohttp used is the factory's socket
+            # The connection aiohttp used is the factory's socket.
+            with only_socket_to(http.port) as sock:
                 assert sock.getsockname() == made[0].getsockname()
 
     asyncio.run(main())
@@ -488,11 +450,7 @@ def test_redis_client_sets_our_options(redis_srv: RedisServer) -> None:
     client = redis.Redis(host="127.0.0.1", port=redis_srv.port, **ki.redis_kwargs(CFG))
     try:
         assert client.ping() is True
-        sockets = client_sockets_to(redis_srv.port)
-        assert sockets, "the client's connection to redis-server was not found"
-        for sock in sockets:
-            with sock:
-                assert_keepalive(sock)
+        assert_sockets_to(redis_srv.port)  # the client's connection(s) to redis-server
     finally:
         client.close()
 
@@ -504,11 +462,7 @@ def test_redis_asyncio_client_sets_our_options(redis_srv: RedisServer) -> None:
         client = redis_asyncio.Redis(host="127.0.0.1", port=redis_srv.port, **ki.redis_kwargs(CFG))
         try:
             assert await client.ping() is True
-            sockets = client_sockets_to(redis_srv.port)
-            assert sockets, "the client's connection to redis-server was not found"
-            for sock in sockets:
-                with sock:
-                    assert_keepalive(sock)
+            assert_sockets_to(redis_srv.port)  # the client's connection(s) to redis-server
         finally:
             await client.aclose()
 

@@ -8,13 +8,12 @@ A missing asyncpg or PostgreSQL skips, or fails under ``KEEPALIVE_REQUIRE_INTEGR
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import PostgresServer, client_sockets_to, postgres_server, require_module
+from servers import PostgresServer, postgres_server, require_module
+from sockets_seen import CFG, WANTED, configured_sockets, server_fixture
 
 from keepalive import InvalidSetting, InvalidSettingType, KeepaliveConfig
 from keepalive.integrations.asyncpg import configure_connection, connection_class, pool_init
@@ -24,37 +23,8 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers"),
 ]
 
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-WANTED = {
-    "SO_KEEPALIVE": 1,
-    "TCP_KEEPIDLE": 37,  # rounded up, as configure() does
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
 
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    require_module("asyncpg")
-    with postgres_server() as server:
-        yield server
-
-
-def options(sock: socket.socket) -> dict[str, int]:
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"):
-        read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
-
-
-def configured_sockets(port: int) -> list[dict[str, int]]:
-    found = client_sockets_to(port)
-    try:
-        return [options(sock) for sock in found]
-    finally:
-        for sock in found:
-            sock.close()
+pg = server_fixture(postgres_server, before=lambda: require_module("asyncpg"))
 
 
 def connect_kwargs(pg: PostgresServer) -> dict[str, Any]:

@@ -9,15 +9,13 @@ depend on which ``DATABASES`` another test configured first. The options are rea
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import PostgresServer, client_sockets_to, postgres_server, require_module
+from servers import PostgresServer, postgres_server, require_module
+from sockets_seen import CFG, WANTED, configured_sockets, server_fixture
 
-from keepalive import KeepaliveConfig
 from keepalive.integrations import libpq_params
 
 pytestmark = [
@@ -25,42 +23,17 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers"),
 ]
 
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-WANTED = {
-    "SO_KEEPALIVE": 1,
-    "TCP_KEEPIDLE": 37,  # whole seconds, rounded up
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
 
-
-def options(sock: socket.socket) -> dict[str, int]:
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"):
-        read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
-
-
-def configured_sockets(port: int) -> list[dict[str, int]]:
-    found = client_sockets_to(port)
-    try:
-        return [options(sock) for sock in found]
-    finally:
-        for sock in found:
-            sock.close()
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
+def set_up_django() -> None:
     django = require_module("django")
     require_module("psycopg")
     settings = require_module("django.conf").settings  # django ships no type information
     if not settings.configured:
         settings.configure(USE_TZ=True, DATABASES={})
     django.setup()
-    with postgres_server() as server:
-        yield server
+
+
+pg = server_fixture(postgres_server, before=set_up_django)
 
 
 def database(pg: PostgresServer, **extra: Any) -> dict[str, Any]:

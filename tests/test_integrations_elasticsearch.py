@@ -14,7 +14,6 @@ import gzip
 import http.server
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,14 +24,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import sockets_seen
 from servers import (
     HttpServer,
     _ElasticsearchHandler,
-    client_sockets_to,
     elasticsearch_standin,
     require_module,
     unavailable,
 )
+from sockets_seen import CFG
 
 from keepalive import InvalidSetting, InvalidSettingType, KeepaliveConfig
 from keepalive.integrations.elasticsearch import HttpClient, node_class
@@ -42,32 +42,12 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers"),
 ]
 
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-WANTED = {
-    "SO_KEEPALIVE": 1,
-    "TCP_KEEPIDLE": 37,  # rounded up, as configure() does
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-    "TCP_NODELAY": 1,  # urllib3's default, kept
-}
+WANTED = {**sockets_seen.WANTED, "TCP_NODELAY": 1}  # TCP_NODELAY: urllib3's default, kept
 HTTP_CLIENTS: list[HttpClient] = ["urllib3", "requests"]
 
 
-def options(sock: socket.socket) -> dict[str, int]:
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT", "TCP_NODELAY"):
-        read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
-
-
 def configured_sockets(port: int) -> list[dict[str, int]]:
-    found = client_sockets_to(port)
-    try:
-        return [options(sock) for sock in found]
-    finally:
-        for sock in found:
-            sock.close()
+    return sockets_seen.configured_sockets(port, extra=("TCP_NODELAY",))
 
 
 def elasticsearch() -> Any:

@@ -38,12 +38,21 @@ import pytest
 from servers import (
     HttpServer,
     SshServer,
-    client_sockets_to,
+    _OkHandler,
+    _stop,
     free_port,
     http_server,
     require_module,
     sshd_server,
     unavailable,
+)
+from sockets_seen import (
+    CFG,
+    assert_keepalive,
+    assert_no_keepalive_to,
+    assert_sockets_to,
+    has_socket_to,
+    server_fixture,
 )
 
 from keepalive import InvalidSetting, InvalidSettingType, KeepaliveConfig, UnsupportedOption
@@ -52,88 +61,11 @@ from keepalive.integrations import httpx as kihttpx
 from keepalive.platforms import catalog, detect
 from keepalive.sockets import socket_options
 
-# Distinct from every default (Linux 7200/75/9), with an idle that must be rounded up
-# (36.2 -> 37 s) exactly as configure() rounds it.
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-LINUX_EXPECTED = {
-    "TCP_KEEPIDLE": 37,
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
 OTHER_CFG = KeepaliveConfig(idle=41, interval=9, count=3)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
-def keepalive_options(sock: socket.socket) -> dict[str, int]:
-    names = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in names:
-        if hasattr(socket, name):
-            read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
-
-
-def assert_keepalive(sock: socket.socket, cfg: KeepaliveConfig = CFG) -> None:
-    """``sock`` carries ``cfg``: every planned option reads back as planned, and on Linux the
-    literal values too (so the check does not only compare the library with itself)."""
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
-    for level, optname, value in socket_options(cfg):
-        assert sock.getsockopt(level, optname) == value, (level, optname)
-    if sys.platform.startswith("linux") and cfg is CFG:
-        read = keepalive_options(sock)
-        assert {name: read[name] for name in LINUX_EXPECTED} == LINUX_EXPECTED
-
-
-def assert_sockets_to(port: int, cfg: KeepaliveConfig = CFG) -> int:
-    """Every socket of this process connected to 127.0.0.1:``port`` carries ``cfg``; returns
-    how many there are (at least one)."""
-    found = client_sockets_to(port)
-    try:
-        assert found, f"no socket of this process is connected to port {port}"
-        for sock in found:
-            assert_keepalive(sock, cfg)
-        return len(found)
-    finally:
-        for sock in found:
-            sock.close()
-
-
-def has_socket_to(port: int) -> bool:
-    """Whether this process has a socket connected to ``port`` (duplicates closed at once)."""
-    found = client_sockets_to(port)
-    for sock in found:
-        sock.close()
-    return bool(found)
-
-
-def assert_no_keepalive_to(port: int) -> None:
-    found = client_sockets_to(port)
-    try:
-        assert found
-        for sock in found:
-            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
-    finally:
-        for sock in found:
-            sock.close()
-
-
 # -- servers ----------------------------------------------------------------------------------
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 10
-
-    def do_GET(self) -> None:
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @dataclass
@@ -192,7 +124,7 @@ def tls_server() -> Iterator[TlsServer]:
         cert_file, key_file = _self_signed(workdir)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert_file, key_file)
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
         server.daemon_threads = True
         # The handshake happens in the handler's thread, so a slow client never stalls accept.
         server.socket = context.wrap_socket(
@@ -244,14 +176,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float =
     return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> str:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop_for_its_stderr(process: subprocess.Popen[bytes]) -> str:
+    """Stops ``process`` as tests/servers.py stops its servers; returns its stderr's tail."""
+    _stop(process)
     return process.stderr.read().decode(errors="replace")[-500:] if process.stderr else ""
 
 
@@ -282,7 +209,7 @@ def tinyproxy() -> Iterator[int]:
                     yield port
                     return
             finally:
-                last_error = _stop(process)
+                last_error = _stop_for_its_stderr(process)
         pytest.fail(f"tinyproxy did not start: {last_error}")
 
 
@@ -318,26 +245,13 @@ def ssh_socks_proxy(sshd: SshServer) -> Iterator[int]:
                     return
                 time.sleep(0.05)
         finally:
-            last_error = _stop(process)
+            last_error = _stop_for_its_stderr(process)
     pytest.fail(f"ssh -D did not start: {last_error}")
 
 
-@pytest.fixture(scope="module")
-def origin() -> Iterator[HttpServer]:
-    with http_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def tls_origin() -> Iterator[TlsServer]:
-    with tls_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def http_proxy() -> Iterator[int]:
-    with tinyproxy() as port:
-        yield port
+origin = server_fixture(http_server)
+tls_origin = server_fixture(tls_server)
+http_proxy = server_fixture(tinyproxy)
 
 
 @pytest.fixture(scope="module")

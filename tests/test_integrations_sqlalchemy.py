@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 from netns import Namespace, netns_fixture  # noqa: F401 - fixture `netns`
-from servers import PostgresServer, client_sockets_to, postgres_server, require_module
+from servers import PostgresServer, postgres_server, require_module
+from sockets_seen import CFG, WANTED, configured_sockets, server_fixture
 
 from keepalive import KeepaliveConfig
 from keepalive.integrations import libpq_params
@@ -37,41 +38,13 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux option numbers"),
 ]
 
-CFG = KeepaliveConfig(idle=36.2, interval=7, count=4, user_timeout=23.5)
-WANTED = {
-    "SO_KEEPALIVE": 1,
-    "TCP_KEEPIDLE": 37,  # whole seconds, rounded up
-    "TCP_KEEPINTVL": 7,
-    "TCP_KEEPCNT": 4,
-    "TCP_USER_TIMEOUT": 23500,
-}
 USER_TIMEOUT = 2.0
 WITH_USER_TIMEOUT = KeepaliveConfig(idle=60, interval=10, count=5, user_timeout=USER_TIMEOUT)
 BLOCKED_FOR = 5.0  # well past the user timeout: a checkout still running then is blocked
 TOLERANCE = 2.5  # scheduling noise on a loaded 2-core machine, plus a reconnect and a query
 
 
-def options(sock: socket.socket) -> dict[str, int]:
-    read = {"SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
-    for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"):
-        read[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
-    return read
-
-
-def configured_sockets(port: int) -> list[dict[str, int]]:
-    found = client_sockets_to(port)
-    try:
-        return [options(sock) for sock in found]
-    finally:
-        for sock in found:
-            sock.close()
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    require_module("sqlalchemy")
-    with postgres_server() as server:
-        yield server
+pg = server_fixture(postgres_server, before=lambda: require_module("sqlalchemy"))
 
 
 def engine_for(port: int, connect_args: dict[str, Any], **engine_kwargs: Any) -> Any:
