@@ -131,6 +131,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
+from keepalive._readouts import HeartbeatReadouts
 from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import check_address, positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
@@ -540,7 +541,7 @@ class PingHold:
         self.__exit__(exc_type, exc, traceback)
 
 
-class HeartbeatProtocol(asyncio.BufferedProtocol):
+class HeartbeatProtocol(HeartbeatReadouts, asyncio.BufferedProtocol):
     """Runs a heartbeat on one connection, in front of the application's ``protocol``.
 
     Use it as the protocol of a new connection::
@@ -653,61 +654,20 @@ class HeartbeatProtocol(asyncio.BufferedProtocol):
         return None if seldom is None else seldom.error
 
     @property
-    def verdict(self) -> PeerDead | None:
-        """The core's :class:`~keepalive.heartbeat.PeerDead` verdict, or ``None``."""
-        return None if self._heartbeat is None else self._heartbeat.verdict
-
-    @property
     def unread_life(self) -> int:
         """Verdict checks that found inbound bytes waiting unread and counted them as life."""
         seldom = self._seldom
         return 0 if seldom is None else seldom.unread_life
 
     @property
-    def rtt(self) -> float | None:
-        """The last ping-to-pong round-trip time in seconds, or ``None``."""
-        return None if self._heartbeat is None else self._heartbeat.rtt
-
-    @property
-    def srtt(self) -> float | None:
-        """The smoothed round-trip time (RFC 6298), or ``None``."""
-        return None if self._heartbeat is None else self._heartbeat.srtt
-
-    @property
-    def pings_sent(self) -> int:
-        """Pings written on this connection."""
-        return 0 if self._heartbeat is None else self._heartbeat.pings_sent
-
-    @property
-    def pongs_received(self) -> int:
-        """Pongs recognised (and, unless ``pong=None``, removed from the stream)."""
-        return 0 if self._heartbeat is None else self._heartbeat.pongs_received
-
-    @property
-    def stalls(self) -> int:
-        """Times the timer was so late (a blocked loop) that a ping got a second window."""
-        return 0 if self._heartbeat is None else self._heartbeat.stalls
-
-    @property
-    def last_received(self) -> float | None:
-        """``loop.time()`` of the last inbound byte (the connection's start until then)."""
-        return None if self._heartbeat is None else self._heartbeat.last_received
-
-    @property
     def stats(self) -> MonitorStats:
         """A snapshot of the counters, as :attr:`keepalive.sync.MonitoredSocket.stats` gives."""
-        hb = self._heartbeat
         seldom = self._seldom
-        return MonitorStats(
-            pings_sent=0 if hb is None else hb.pings_sent,
-            pongs_received=0 if hb is None else hb.pongs_received,
+        return self._stats(
             bytes_received=self._bytes_received,
             bytes_sent=None,
-            stalls=0 if hb is None else hb.stalls,
             unread_life=0 if seldom is None else seldom.unread_life,
             blocked_pings=0 if seldom is None else seldom.blocked_pings,
-            rtt=None if hb is None else hb.rtt,
-            srtt=None if hb is None else hb.srtt,
         )
 
     def __repr__(self) -> str:

@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 import trio
 
+from keepalive._readouts import HeartbeatReadouts
 from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -314,7 +315,7 @@ def _socket_of(stream: object) -> trio.socket.SocketType:
     )
 
 
-class MonitoredStream(trio.abc.Stream):
+class MonitoredStream(HeartbeatReadouts, trio.abc.Stream):
     """A heartbeat on one trio stream: a ``trio.abc.Stream`` passing the application's bytes
     through unchanged, minus the pongs.
 
@@ -430,59 +431,18 @@ class MonitoredStream(trio.abc.Stream):
         return self._error
 
     @property
-    def verdict(self) -> PeerDead | None:
-        """The core's :class:`~keepalive.heartbeat.PeerDead` verdict, or ``None``."""
-        return None if self._heartbeat is None else self._heartbeat.verdict
-
-    @property
-    def rtt(self) -> float | None:
-        """The last ping-to-pong round-trip time in seconds (to the read of the pong)."""
-        return None if self._heartbeat is None else self._heartbeat.rtt
-
-    @property
-    def srtt(self) -> float | None:
-        """The smoothed round-trip time (RFC 6298), or ``None``."""
-        return None if self._heartbeat is None else self._heartbeat.srtt
-
-    @property
-    def pings_sent(self) -> int:
-        """Pings written (or counted as sent behind stuck writes) on this connection."""
-        return 0 if self._heartbeat is None else self._heartbeat.pings_sent
-
-    @property
-    def pongs_received(self) -> int:
-        """Pongs recognised and removed from the stream."""
-        return 0 if self._heartbeat is None else self._heartbeat.pongs_received
-
-    @property
-    def stalls(self) -> int:
-        """Times the timer was so late (a blocked run) that a ping got a second window."""
-        return 0 if self._heartbeat is None else self._heartbeat.stalls
-
-    @property
     def unread_life(self) -> int:
         """Verdict checks that found new inbound bytes waiting unread and counted them as life."""
         return self._unread_life
 
     @property
-    def last_received(self) -> float | None:
-        """``trio.current_time()`` of the last inbound byte (the start until then)."""
-        return None if self._heartbeat is None else self._heartbeat.last_received
-
-    @property
     def stats(self) -> MonitorStats:
         """A snapshot of the counters, as the other front-ends give them."""
-        hb = self._heartbeat
-        return MonitorStats(
-            pings_sent=0 if hb is None else hb.pings_sent,
-            pongs_received=0 if hb is None else hb.pongs_received,
+        return self._stats(
             bytes_received=self._bytes_received,
             bytes_sent=self._bytes_sent,
-            stalls=0 if hb is None else hb.stalls,
             unread_life=self._unread_life,
             blocked_pings=self._blocked_pings,
-            rtt=None if hb is None else hb.rtt,
-            srtt=None if hb is None else hb.srtt,
         )
 
     def __repr__(self) -> str:
