@@ -1075,9 +1075,11 @@ class EchoServer(_SelectorService):
         self._set_interest(connection.sock, mask, connection.handler)
 
     def _drop(self, connection: _EchoConnection, *, abort: bool) -> None:
-        self._connections.pop(connection.sock, None)
         self._forget(connection.sock)
         if abort:
             _abort(connection.sock)
         else:
             connection.sock.close()
+        # Uncounted only once closed: another thread that sees ``connections`` drop may count
+        # this process's descriptors at once.
+        self._connections.pop(connection.sock, None)
