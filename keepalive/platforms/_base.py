@@ -17,7 +17,7 @@ from keepalive.errors import InvalidSetting, UnsupportedOption
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Literal, Protocol
+    from typing import Any, Literal, Protocol
 
     class KeepaliveValues(Protocol):
         """What a platform reads of a config (a ``keepalive.KeepaliveConfig``): platforms
@@ -313,6 +313,71 @@ class DefaultSource(Record):
         setattr_(self, "scale", scale)
 
 
+# -- building descriptions from the socket module's constants ---------------------------------
+
+
+def socket_number(ns: Any, name: str, header_value: int) -> int:
+    """``ns.<name>`` when the socket module defines it as an int, else ``header_value``: the
+    number from the OS header, cited where the caller defines it."""
+    value = getattr(ns, name, None)
+    return value if isinstance(value, int) else header_value
+
+
+def socket_level(
+    ns: Any, sol_socket: int, so_keepalive: int, ipproto_tcp: int
+) -> tuple[int, int, int]:
+    """``(SOL_SOCKET, SO_KEEPALIVE, IPPROTO_TCP)`` from ``ns``, else the header values given."""
+    return (
+        socket_number(ns, "SOL_SOCKET", sol_socket),
+        socket_number(ns, "SO_KEEPALIVE", so_keepalive),
+        socket_number(ns, "IPPROTO_TCP", ipproto_tcp),
+    )
+
+
+def keep_options(
+    ns: Any,
+    ipproto_tcp: int,
+    header_values: tuple[int, int, int],
+    *,
+    idle_range: tuple[int, int],
+    interval_range: tuple[int, int],
+    count_maximum: int,
+    scale: int = 1,
+    readable: bool = True,
+    since: str,
+    source: str,
+) -> dict[Setting, OptionSpec]:
+    """TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT (``header_values`` in that order, used when
+    the socket module lacks a name), sharing their unit, read-back, history and header; the
+    count is at least one probe."""
+    idle, interval, count = header_values
+    rows: tuple[tuple[Setting, str, int, int, int], ...] = (
+        ("idle", "TCP_KEEPIDLE", idle, *idle_range),
+        ("interval", "TCP_KEEPINTVL", interval, *interval_range),
+        ("count", "TCP_KEEPCNT", count, 1, count_maximum),
+    )
+    return {
+        setting: OptionSpec(
+            setting,
+            name,
+            ipproto_tcp,
+            socket_number(ns, name, header_value),
+            minimum,
+            maximum,
+            scale=1 if setting == "count" else scale,
+            is_count=setting == "count",
+            readable=readable,
+            since=since,
+            source=source,
+        )
+        for setting, name, header_value, minimum, maximum in rows
+    }
+
+
+# Platform.__init__ parameters whose None default stands for an empty mapping.
+_EMPTY_WHEN_NONE = ("unsupported", "fixed")
+
+
 def _fmt(value: float | int) -> str:
     return str(int(value)) if float(value).is_integer() else str(round(float(value), 6))
 
@@ -390,19 +455,17 @@ class Platform(Record):
         notes: tuple[str, ...] = (),
         tcp_options_first: bool = False,
     ) -> None:
-        setattr_ = object.__setattr__
-        setattr_(self, "name", name)
-        setattr_(self, "family", family)
-        setattr_(self, "sol_socket", sol_socket)
-        setattr_(self, "so_keepalive", so_keepalive)
-        setattr_(self, "ipproto_tcp", ipproto_tcp)
-        setattr_(self, "options", options)
-        setattr_(self, "unsupported", {} if unsupported is None else unsupported)
-        setattr_(self, "defaults", defaults)
-        setattr_(self, "user_timeout_replaces_count", user_timeout_replaces_count)
-        setattr_(self, "fixed", {} if fixed is None else fixed)
-        setattr_(self, "notes", notes)
-        setattr_(self, "tcp_options_first", tcp_options_first)
+        self._set_fields(locals())
+
+    def _set_fields(self, parameters: Mapping[str, Any]) -> None:
+        """Store each field named in ``__match_args__`` from ``parameters``, an ``__init__``'s
+        ``locals()``: every parameter is the field of the same name (Record's contract), so a
+        subclass that adds a field stores all of them without forwarding each one."""
+        for name in type(self).__match_args__:
+            value = parameters[name]
+            if value is None and name in _EMPTY_WHEN_NONE:
+                value = {}
+            object.__setattr__(self, name, value)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -447,21 +510,36 @@ class Platform(Record):
     ) -> None:
         for setting in SETTINGS:
             requested = getattr(cfg, setting)
-            if requested is None:
-                continue
-            spec = self.options.get(setting)
-            if spec is None:
-                results.append(self.missing(setting, requested, strict))
-                continue
-            native = self.check_range(spec, requested)
-            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
-            results.append(self.outcome(spec, requested, native))
+            if requested is not None:
+                results.append(self._plan_setting(setting, requested, strict, operations))
+
+    def _plan_setting(
+        self,
+        setting: Setting,
+        requested: float | int,
+        strict: bool,
+        operations: list[Operation],
+    ) -> SettingOutcome:
+        """Plan one setting with its own option (appended to ``operations``), or report it
+        missing (raising when ``strict``)."""
+        spec = self.options.get(setting)
+        if spec is None:
+            return self.missing(setting, requested, strict)
+        native = self.check_range(spec, requested)
+        operations.append(SetOption(spec.level, spec.optname, native, spec.name))
+        return self.outcome(spec, requested, native)
+
+    @staticmethod
+    def _encode_or_overflow(spec: OptionSpec, requested: float | int) -> int:
+        """``spec.encode(requested)``, or a value above ``spec.maximum`` when ``requested``
+        is too large (or not finite) to express in the OS's unit at all."""
+        try:
+            return spec.encode(requested)
+        except (OverflowError, ValueError):
+            return spec.maximum + 1
 
     def check_range(self, spec: OptionSpec, requested: float | int) -> int:
-        try:
-            native = spec.encode(requested)
-        except (OverflowError, ValueError):  # too large to express in the OS's unit at all
-            native = spec.maximum + 1
+        native = self._encode_or_overflow(spec, requested)
         if not spec.minimum <= native <= spec.maximum:
             raise InvalidSetting(
                 spec.setting,

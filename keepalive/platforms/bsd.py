@@ -13,7 +13,15 @@ from __future__ import annotations
 import re
 import socket
 
-from keepalive.platforms._base import DefaultSource, OptionSpec, Platform, Setting
+from keepalive.platforms._base import (
+    DefaultSource,
+    OptionSpec,
+    Platform,
+    Setting,
+    keep_options,
+    socket_level,
+    socket_number,
+)
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
 if TYPE_CHECKING:
@@ -65,17 +73,8 @@ def _release_version(release: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _number(ns: Any, name: str, fallback: int) -> int:
-    value = getattr(ns, name, None)
-    return value if isinstance(value, int) else fallback
-
-
 def _socket_level(ns: Any) -> tuple[int, int, int]:
-    return (
-        _number(ns, "SOL_SOCKET", SOL_SOCKET),
-        _number(ns, "SO_KEEPALIVE", SO_KEEPALIVE),
-        _number(ns, "IPPROTO_TCP", IPPROTO_TCP),
-    )
+    return socket_level(ns, SOL_SOCKET, SO_KEEPALIVE, IPPROTO_TCP)
 
 
 def _bsd_keepalive_defaults(
@@ -107,7 +106,7 @@ def detect(sys_platform: str, ns: Any = None, release: str | None = None) -> Pla
 def _keep_options(
     ns: Any,
     ipproto_tcp: int,
-    numbers: tuple[int, int, int],
+    header_values: tuple[int, int, int],
     *,
     scale: int,
     minimum: int,
@@ -115,46 +114,20 @@ def _keep_options(
     readable: bool,
     since: str,
 ) -> dict[Setting, OptionSpec]:
-    idle, interval, count = numbers
-    header = "sys/netinet/tcp.h"
-    return {
-        "idle": OptionSpec(
-            "idle",
-            "TCP_KEEPIDLE",
-            ipproto_tcp,
-            _number(ns, "TCP_KEEPIDLE", idle),
-            minimum,
-            maximum,
-            scale=scale,
-            readable=readable,
-            since=since,
-            source=header,
-        ),
-        "interval": OptionSpec(
-            "interval",
-            "TCP_KEEPINTVL",
-            ipproto_tcp,
-            _number(ns, "TCP_KEEPINTVL", interval),
-            minimum,
-            maximum,
-            scale=scale,
-            readable=readable,
-            since=since,
-            source=header,
-        ),
-        "count": OptionSpec(
-            "count",
-            "TCP_KEEPCNT",
-            ipproto_tcp,
-            _number(ns, "TCP_KEEPCNT", count),
-            1,
-            INT_MAX,
-            is_count=True,
-            readable=readable,
-            since=since,
-            source=header,
-        ),
-    }
+    """The three options of a BSD: idle and interval share one range, the count takes any
+    positive C int (see the limits above)."""
+    return keep_options(
+        ns,
+        ipproto_tcp,
+        header_values,
+        idle_range=(minimum, maximum),
+        interval_range=(minimum, maximum),
+        count_maximum=INT_MAX,
+        scale=scale,
+        readable=readable,
+        since=since,
+        source="sys/netinet/tcp.h",
+    )
 
 
 def _freebsd(ns: Any, release: str | None) -> Platform:
@@ -176,7 +149,7 @@ def _freebsd(ns: Any, release: str | None) -> Platform:
             "user_timeout",
             "TCP_MAXUNACKTIME",
             ipproto_tcp,
-            _number(ns, "TCP_MAXUNACKTIME", FREEBSD_TCP_MAXUNACKTIME),
+            socket_number(ns, "TCP_MAXUNACKTIME", FREEBSD_TCP_MAXUNACKTIME),
             1,
             FREEBSD_MAX_SECONDS,
             # Enforced by the default stack (tcp_timer.c tcp_maxunacktime_check()); whether
@@ -226,31 +199,27 @@ def _dragonfly(ns: Any, release: str | None) -> Platform:
     # An unknown release counts as 5.8 or later: 5.8 shipped in 2020 and every supported
     # DragonFly release since uses seconds.
     in_seconds = version is None or version >= FIRST_DRAGONFLY_IN_SECONDS
-    numbers = (FREEBSD_TCP_KEEPIDLE, FREEBSD_TCP_KEEPINTVL, FREEBSD_TCP_KEEPCNT)
     if in_seconds:
-        options = _keep_options(
-            ns,
-            ipproto_tcp,
-            numbers,
-            scale=1,
-            minimum=1,
-            maximum=DRAGONFLY_MAX_SECONDS,
-            readable=True,
-            since="DragonFly 5.8 in seconds (milliseconds before); Python: any",
-        )
-        name = "DragonFly BSD"
+        name, scale, minimum, maximum = "DragonFly BSD", 1, 1, DRAGONFLY_MAX_SECONDS
+        since = "DragonFly 5.8 in seconds (milliseconds before); Python: any"
     else:
-        options = _keep_options(
-            ns,
-            ipproto_tcp,
-            numbers,
-            scale=1000,
-            minimum=DRAGONFLY_MIN_MS,
-            maximum=INT_MAX,
-            readable=True,
-            since="DragonFly before 5.8: milliseconds; Python: any",
+        name, scale, minimum, maximum = (
+            "DragonFly BSD (before 5.8)",
+            1000,
+            DRAGONFLY_MIN_MS,
+            INT_MAX,
         )
-        name = "DragonFly BSD (before 5.8)"
+        since = "DragonFly before 5.8: milliseconds; Python: any"
+    options = _keep_options(
+        ns,
+        ipproto_tcp,
+        (FREEBSD_TCP_KEEPIDLE, FREEBSD_TCP_KEEPINTVL, FREEBSD_TCP_KEEPCNT),
+        scale=scale,
+        minimum=minimum,
+        maximum=maximum,
+        readable=True,
+        since=since,
+    )
     return Platform(
         name=name,
         family="dragonfly",

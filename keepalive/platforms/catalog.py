@@ -36,22 +36,20 @@ LINUX = SimpleNamespace(
     TCP_USER_TIMEOUT=18,  # Python 3.6
 )
 
+# SOL_SOCKET 0xFFFF, SO_KEEPALIVE 0x8 and IPPROTO_TCP 6 are 4.2BSD's numbers, which every OS
+# below keeps: each block names the headers that define them there.
+_BSD_SOCKET_LEVEL = {"SOL_SOCKET": 0xFFFF, "SO_KEEPALIVE": 0x8, "IPPROTO_TCP": 6}
+
 # -- macOS / iOS: xnu bsd/sys/socket.h, bsd/netinet/in.h, bsd/netinet/tcp.h
 DARWIN_PY310 = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
+    **_BSD_SOCKET_LEVEL,
     TCP_KEEPALIVE=0x10,  # the idle time; exported by Python 3.10+
     TCP_KEEPINTVL=0x101,  # OS X 10.9+ SDK headers (xnu-2422)
     TCP_KEEPCNT=0x102,  # OS X 10.9+ SDK headers (xnu-2422)
 )
 # Python 3.9 and older do not export TCP_KEEPALIVE (and never TCP_KEEPIDLE on Darwin).
 DARWIN_PY39 = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPINTVL=0x101,
-    TCP_KEEPCNT=0x102,
+    **{name: value for name, value in vars(DARWIN_PY310).items() if name != "TCP_KEEPALIVE"}
 )
 
 # -- Windows: winsock2.h (SOL_SOCKET, SO_KEEPALIVE), ws2def.h (IPPROTO_TCP),
@@ -62,72 +60,39 @@ DARWIN_PY39 = SimpleNamespace(
 # although ws2ipdef.h defines it.
 SIO_KEEPALIVE_VALS = 0x98000004
 WINDOWS_1709 = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
+    **_BSD_SOCKET_LEVEL,
     TCP_KEEPIDLE=3,
     TCP_KEEPINTVL=17,
     TCP_KEEPCNT=16,
     SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS,
 )
 WINDOWS_1703 = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPCNT=16,
-    SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS,
+    **_BSD_SOCKET_LEVEL, TCP_KEEPCNT=16, SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS
 )
-WINDOWS_OLD = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS,
-)
+WINDOWS_OLD = SimpleNamespace(**_BSD_SOCKET_LEVEL, SIO_KEEPALIVE_VALS=SIO_KEEPALIVE_VALS)
 
 # -- FreeBSD and DragonFly: sys/sys/socket.h, sys/netinet/in.h, sys/netinet/tcp.h
 FREEBSD = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPIDLE=256,
-    TCP_KEEPINTVL=512,
-    TCP_KEEPCNT=1024,
+    **_BSD_SOCKET_LEVEL, TCP_KEEPIDLE=256, TCP_KEEPINTVL=512, TCP_KEEPCNT=1024
 )
 DRAGONFLY = SimpleNamespace(**vars(FREEBSD))
 
 # -- NetBSD: sys/sys/socket.h, sys/netinet/in.h, sys/netinet/tcp.h
-NETBSD = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPIDLE=3,
-    TCP_KEEPINTVL=5,
-    TCP_KEEPCNT=6,
-)
+NETBSD = SimpleNamespace(**_BSD_SOCKET_LEVEL, TCP_KEEPIDLE=3, TCP_KEEPINTVL=5, TCP_KEEPCNT=6)
 
 # -- OpenBSD: sys/sys/socket.h, sys/netinet/in.h; netinet/tcp.h has no TCP_KEEP* options.
-OPENBSD = SimpleNamespace(SOL_SOCKET=0xFFFF, SO_KEEPALIVE=0x8, IPPROTO_TCP=6)
+OPENBSD = SimpleNamespace(**_BSD_SOCKET_LEVEL)
 
 # -- illumos: usr/src/uts/common/sys/socket.h, netinet/in.h, netinet/tcp.h
 ILLUMOS = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPIDLE=0x22,
-    TCP_KEEPCNT=0x23,
-    TCP_KEEPINTVL=0x24,
+    **_BSD_SOCKET_LEVEL, TCP_KEEPIDLE=0x22, TCP_KEEPCNT=0x23, TCP_KEEPINTVL=0x24
 )
 # -- Oracle Solaris 11.4 /usr/include/netinet/tcp.h: same names, other numbers than illumos.
 SOLARIS_11_4 = SimpleNamespace(
-    SOL_SOCKET=0xFFFF,
-    SO_KEEPALIVE=0x8,
-    IPPROTO_TCP=6,
-    TCP_KEEPIDLE=0x1D,
-    TCP_KEEPINTVL=0x1E,
-    TCP_KEEPCNT=0x1F,
+    **_BSD_SOCKET_LEVEL, TCP_KEEPIDLE=0x1D, TCP_KEEPINTVL=0x1E, TCP_KEEPCNT=0x1F
 )
 # -- Solaris 10 and 11.0-11.3: only the millisecond thresholds (not exported by Python).
-SOLARIS_OLD = SimpleNamespace(SOL_SOCKET=0xFFFF, SO_KEEPALIVE=0x8, IPPROTO_TCP=6)
+SOLARIS_OLD = SimpleNamespace(**_BSD_SOCKET_LEVEL)
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("Linux", "linux", LINUX, "6.8.0-45-generic #45-Ubuntu SMP"),

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 import socket
 
-from keepalive.platforms._base import DefaultSource, OptionSpec, Platform, Setting
+from keepalive.platforms._base import (
+    DefaultSource,
+    OptionSpec,
+    Platform,
+    Setting,
+    socket_level,
+    socket_number,
+)
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
 if TYPE_CHECKING:
@@ -50,9 +57,12 @@ FIRST_DARWIN_WITH_CONNDROPTIME = 11
 FIRST_DARWIN_WITH_KEEPINTVL = 13
 
 _SOCKET_HEADER = "xnu bsd/netinet/tcp.h"
-_INTERVAL_AND_COUNT: tuple[tuple[Setting, str], ...] = (
-    ("interval", "TCP_KEEPINTVL"),
-    ("count", "TCP_KEEPCNT"),
+# Each setting's option: the first Darwin that has it, and the release that introduced it.
+_FIRST_RELEASES: tuple[tuple[Setting, int, str], ...] = (
+    ("idle", FIRST_DARWIN_WITH_KEEPALIVE, "xnu-517 (Mac OS X 10.3)"),
+    ("interval", FIRST_DARWIN_WITH_KEEPINTVL, "xnu-2422 (OS X 10.9, Darwin 13)"),
+    ("count", FIRST_DARWIN_WITH_KEEPINTVL, "xnu-2422 (OS X 10.9, Darwin 13)"),
+    ("user_timeout", FIRST_DARWIN_WITH_CONNDROPTIME, "xnu-1699 (Mac OS X 10.7)"),
 )
 
 
@@ -74,11 +84,6 @@ def _too_old(major: int | None, first: int) -> bool:
     return major is not None and major < first
 
 
-def _number(ns: Any, name: str, fallback: int) -> int:
-    value = getattr(ns, name, None)
-    return value if isinstance(value, int) else fallback
-
-
 def detect(ns: Any = None, release: str | None = None) -> Platform:
     """The Darwin description for this Python (``ns``) and kernel (``release``).
 
@@ -91,57 +96,40 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
     ns = socket if ns is None else ns
     major = _darwin_major(release)
     too_old = f"Darwin {major} ({_macos_name(major)})" if major is not None else ""
-    options: dict[Setting, OptionSpec] = {}
-    unsupported: dict[Setting, str] = {}
-    if _too_old(major, FIRST_DARWIN_WITH_KEEPALIVE):
-        unsupported["idle"] = (
-            f"{too_old} has no TCP_KEEPALIVE: it first appears in xnu-517 (Mac OS X 10.3)"
-        )
-    else:
-        options["idle"] = OptionSpec(
+    since_10_9 = "OS X 10.9 (xnu-2422, Darwin 13); Python exports it when built with the 10.9+ SDK"
+    specs: dict[Setting, OptionSpec] = {
+        "idle": OptionSpec(
             "idle",
             "TCP_KEEPALIVE",
             IPPROTO_TCP,
-            _number(ns, "TCP_KEEPALIVE", TCP_KEEPALIVE),
+            socket_number(ns, "TCP_KEEPALIVE", TCP_KEEPALIVE),
             1,
             MAX_KEEP_SECONDS,
             since="Mac OS X 10.3 (xnu-517); Python 3.10 exports the name (0x10 is used before)",
             source=_SOCKET_HEADER,
-        )
-    if _too_old(major, FIRST_DARWIN_WITH_KEEPINTVL):
-        for setting, name in _INTERVAL_AND_COUNT:
-            unsupported[setting] = (
-                f"{too_old} has no {name}: it first appears in xnu-2422 (OS X 10.9, Darwin 13)"
-            )
-    else:
-        since = "OS X 10.9 (xnu-2422, Darwin 13); Python exports it when built with the 10.9+ SDK"
-        options["interval"] = OptionSpec(
+        ),
+        "interval": OptionSpec(
             "interval",
             "TCP_KEEPINTVL",
             IPPROTO_TCP,
-            _number(ns, "TCP_KEEPINTVL", TCP_KEEPINTVL),
+            socket_number(ns, "TCP_KEEPINTVL", TCP_KEEPINTVL),
             1,
             MAX_KEEP_SECONDS,
-            since=since,
+            since=since_10_9,
             source=_SOCKET_HEADER,
-        )
-        options["count"] = OptionSpec(
+        ),
+        "count": OptionSpec(
             "count",
             "TCP_KEEPCNT",
             IPPROTO_TCP,
-            _number(ns, "TCP_KEEPCNT", TCP_KEEPCNT),
+            socket_number(ns, "TCP_KEEPCNT", TCP_KEEPCNT),
             1,
             MAX_KEEPCNT,
             is_count=True,
-            since=since,
+            since=since_10_9,
             source=_SOCKET_HEADER,
-        )
-    if _too_old(major, FIRST_DARWIN_WITH_CONNDROPTIME):
-        unsupported["user_timeout"] = (
-            f"{too_old} has no TCP_RXT_CONNDROPTIME: it first appears in xnu-1699 (Mac OS X 10.7)"
-        )
-    else:
-        options["user_timeout"] = OptionSpec(
+        ),
+        "user_timeout": OptionSpec(
             "user_timeout",
             "TCP_RXT_CONNDROPTIME",
             IPPROTO_TCP,
@@ -150,13 +138,23 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             MAX_CONNDROPTIME_SECONDS,
             since="Mac OS X 10.7 (xnu-1699); not exported by Python",
             source=_SOCKET_HEADER,
-        )
+        ),
+    }
+    options: dict[Setting, OptionSpec] = {}
+    unsupported: dict[Setting, str] = {}
+    for setting, first_darwin, first_release in _FIRST_RELEASES:
+        if _too_old(major, first_darwin):
+            name = specs[setting].name
+            unsupported[setting] = f"{too_old} has no {name}: it first appears in {first_release}"
+        else:
+            options[setting] = specs[setting]
+    sol_socket, so_keepalive, ipproto_tcp = socket_level(ns, SOL_SOCKET, SO_KEEPALIVE, IPPROTO_TCP)
     return Platform(
         name="macOS/iOS",
         family="darwin",
-        sol_socket=_number(ns, "SOL_SOCKET", SOL_SOCKET),
-        so_keepalive=_number(ns, "SO_KEEPALIVE", SO_KEEPALIVE),
-        ipproto_tcp=_number(ns, "IPPROTO_TCP", IPPROTO_TCP),
+        sol_socket=sol_socket,
+        so_keepalive=so_keepalive,
+        ipproto_tcp=ipproto_tcp,
         options=options,
         unsupported=unsupported,
         # xnu bsd/netinet/tcp_timer.c: keepidle/keepintvl go through sysctl_msec_to_ticks

@@ -25,6 +25,8 @@ from keepalive.platforms._base import (
     SetOption,
     SettingOutcome,
     SettingStatus,
+    keep_options,
+    socket_level,
 )
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
@@ -77,11 +79,6 @@ DEFAULT_ABORT_SECONDS = 480
 _TUNABLES = "ipadm show-prop tcp"
 
 
-def _number(ns: Any, name: str, fallback: int) -> int:
-    value = getattr(ns, name, None)
-    return value if isinstance(value, int) else fallback
-
-
 def _fmt_seconds(value: float) -> str:
     return f"{value:g} s"
 
@@ -111,6 +108,33 @@ def _abort_threshold_spec(ipproto_tcp: int) -> OptionSpec:
         since="Solaris 2.x (unverified) and illumos; not exported by Python (0x11 is used)",
         source="netinet/tcp.h",
     )
+
+
+def _keep_options(
+    ns: Any,
+    ipproto_tcp: int,
+    header_values: tuple[int, int, int],
+    *,
+    idle_range: tuple[int, int],
+    interval_range: tuple[int, int],
+    since: str,
+    source: str,
+) -> dict[Setting, OptionSpec]:
+    """illumos's and Solaris 11.4's options: TCP_KEEPIDLE/INTVL/CNT with their own numbers
+    and ranges (the count kept under INT_MAX, see above), and TCP_ABORT_THRESHOLD."""
+    return {
+        **keep_options(
+            ns,
+            ipproto_tcp,
+            header_values,
+            idle_range=idle_range,
+            interval_range=interval_range,
+            count_maximum=INT_MAX,
+            since=since,
+            source=source,
+        ),
+        "user_timeout": _abort_threshold_spec(ipproto_tcp),
+    }
 
 
 # ipadm tunables (illumos tcp_tunables.c; Oracle tunables reference): _keepalive_interval 2 h,
@@ -156,21 +180,7 @@ class ProductCheckedPlatform(Platform):
         tcp_options_first: bool = False,
         max_abort_ms: int = MAX_ABORT_MS,
     ) -> None:
-        super().__init__(
-            name,
-            family,
-            sol_socket,
-            so_keepalive,
-            ipproto_tcp,
-            options,
-            unsupported,
-            defaults,
-            user_timeout_replaces_count,
-            fixed,
-            notes,
-            tcp_options_first,
-        )
-        object.__setattr__(self, "max_abort_ms", max_abort_ms)
+        self._set_fields(locals())
 
     def _plan_options(
         self,
@@ -221,21 +231,7 @@ class ThresholdPlatform(Platform):
         tcp_options_first: bool = False,
         abort_spec: OptionSpec | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            family,
-            sol_socket,
-            so_keepalive,
-            ipproto_tcp,
-            options,
-            unsupported,
-            defaults,
-            user_timeout_replaces_count,
-            fixed,
-            notes,
-            tcp_options_first,
-        )
-        object.__setattr__(self, "abort_spec", abort_spec)
+        self._set_fields(locals())
 
     def _plan_options(
         self,
@@ -244,15 +240,14 @@ class ThresholdPlatform(Platform):
         operations: list[Operation],
         results: list[SettingOutcome],
     ) -> None:
-        idle_spec, abort_spec = self.options["idle"], self.abort_spec
+        abort_spec = self.abort_spec
         if abort_spec is None:
             raise TypeError("ThresholdPlatform needs abort_spec (solaris.detect() provides it)")
-        idle_native = self.check_range(idle_spec, cfg.idle)
+        # Idle is checked before interval x count, and planned before the abort threshold.
+        idle_operations: list[Operation] = []
+        idle_result = self._plan_setting("idle", cfg.idle, strict, idle_operations)
         total = cfg.interval * cfg.count
-        try:
-            abort_native = abort_spec.encode(total)
-        except (OverflowError, ValueError):  # too large for milliseconds at all
-            abort_native = abort_spec.maximum + 1
+        abort_native = self._encode_or_overflow(abort_spec, total)
         fits = abort_spec.minimum <= abort_native <= abort_spec.maximum
         allowed = f"interval x count within {abort_spec.describe_range()}"
         if not fits and strict:
@@ -264,10 +259,8 @@ class ThresholdPlatform(Platform):
                 platform=self.name,
                 hint=f"{abort_spec.name} limit: Oracle documents 0 to 8 minutes",
             )
-        operations.append(
-            SetOption(idle_spec.level, idle_spec.optname, idle_native, idle_spec.name)
-        )
-        results.append(self.outcome(idle_spec, cfg.idle, idle_native))
+        operations.extend(idle_operations)
+        results.append(idle_result)
         if fits:
             operations.append(
                 SetOption(abort_spec.level, abort_spec.optname, abort_native, abort_spec.name)
@@ -299,10 +292,7 @@ class ThresholdPlatform(Platform):
             SettingOutcome("count", cfg.count, stored_count, status, abort_spec.name, detail)
         )
         if cfg.user_timeout is not None:
-            spec = self.options["user_timeout"]
-            native = self.check_range(spec, cfg.user_timeout)
-            operations.append(SetOption(spec.level, spec.optname, native, spec.name))
-            results.append(self.outcome(spec, cfg.user_timeout, native))
+            results.append(self._plan_setting("user_timeout", cfg.user_timeout, strict, operations))
 
     def detection_bound(self, cfg: KeepaliveValues) -> float:
         """As for every platform, except when interval x count was too large to set: then the
@@ -322,12 +312,7 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
     unknown or older Solaris uses the millisecond thresholds, which every release has.
     """
     ns = socket if ns is None else ns
-    ipproto_tcp = _number(ns, "IPPROTO_TCP", IPPROTO_TCP)
-    level = (
-        _number(ns, "SOL_SOCKET", SOL_SOCKET),
-        _number(ns, "SO_KEEPALIVE", SO_KEEPALIVE),
-        ipproto_tcp,
-    )
+    level = socket_level(ns, SOL_SOCKET, SO_KEEPALIVE, IPPROTO_TCP)
     keepidle = getattr(ns, "TCP_KEEPIDLE", None)
     minor = _solaris_minor(release)
     if keepidle == ILLUMOS_TCP_KEEPIDLE or (keepidle is None and _looks_like_illumos(release)):
@@ -350,40 +335,15 @@ def _illumos(ns: Any, level: tuple[int, int, int]) -> Platform:
         sol_socket=sol_socket,
         so_keepalive=so_keepalive,
         ipproto_tcp=ipproto_tcp,
-        options={
-            "idle": OptionSpec(
-                "idle",
-                "TCP_KEEPIDLE",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPIDLE", ILLUMOS_TCP_KEEPIDLE),
-                ILLUMOS_MIN_IDLE,
-                TEN_DAYS,
-                since=since,
-                source=header,
-            ),
-            "interval": OptionSpec(
-                "interval",
-                "TCP_KEEPINTVL",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPINTVL", ILLUMOS_TCP_KEEPINTVL),
-                1,
-                ILLUMOS_MAX_INTERVAL,
-                since=since,
-                source=header,
-            ),
-            "count": OptionSpec(
-                "count",
-                "TCP_KEEPCNT",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPCNT", ILLUMOS_TCP_KEEPCNT),
-                1,
-                INT_MAX,
-                is_count=True,
-                since=since,
-                source=header,
-            ),
-            "user_timeout": _abort_threshold_spec(ipproto_tcp),
-        },
+        options=_keep_options(
+            ns,
+            ipproto_tcp,
+            (ILLUMOS_TCP_KEEPIDLE, ILLUMOS_TCP_KEEPINTVL, ILLUMOS_TCP_KEEPCNT),
+            idle_range=(ILLUMOS_MIN_IDLE, TEN_DAYS),
+            interval_range=(1, ILLUMOS_MAX_INTERVAL),
+            since=since,
+            source=header,
+        ),
         defaults=_DEFAULTS,
         notes=(
             "TCP_KEEPIDLE's minimum was 10 s on illumos builds before 2016 (OS-4686).",
@@ -410,40 +370,15 @@ def _solaris_11_4(ns: Any, level: tuple[int, int, int]) -> Platform:
         sol_socket=sol_socket,
         so_keepalive=so_keepalive,
         ipproto_tcp=ipproto_tcp,
-        options={
-            "idle": OptionSpec(
-                "idle",
-                "TCP_KEEPIDLE",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPIDLE", SOLARIS_TCP_KEEPIDLE),
-                SOLARIS_MIN_SECONDS,
-                TEN_DAYS,
-                since=since,
-                source=header,
-            ),
-            "interval": OptionSpec(
-                "interval",
-                "TCP_KEEPINTVL",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPINTVL", SOLARIS_TCP_KEEPINTVL),
-                SOLARIS_MIN_SECONDS,
-                TEN_DAYS,
-                since=since,
-                source=header,
-            ),
-            "count": OptionSpec(
-                "count",
-                "TCP_KEEPCNT",
-                ipproto_tcp,
-                _number(ns, "TCP_KEEPCNT", SOLARIS_TCP_KEEPCNT),
-                1,
-                INT_MAX,
-                is_count=True,
-                since=since,
-                source=header,
-            ),
-            "user_timeout": _abort_threshold_spec(ipproto_tcp),
-        },
+        options=_keep_options(
+            ns,
+            ipproto_tcp,
+            (SOLARIS_TCP_KEEPIDLE, SOLARIS_TCP_KEEPINTVL, SOLARIS_TCP_KEEPCNT),
+            idle_range=(SOLARIS_MIN_SECONDS, TEN_DAYS),
+            interval_range=(SOLARIS_MIN_SECONDS, TEN_DAYS),
+            since=since,
+            source=header,
+        ),
         defaults=_DEFAULTS,
         notes=(
             "The numbers differ from illumos's (0x22/0x24/0x23) although the names match.",

@@ -26,9 +26,10 @@ from keepalive.platforms._base import (
     Operation,
     OptionSpec,
     Platform,
-    SetOption,
     Setting,
     SettingOutcome,
+    socket_level,
+    socket_number,
 )
 
 TYPE_CHECKING = False  # typing stays unimported on the first-use path (mypy reads it as True)
@@ -70,6 +71,11 @@ FIXED_PROBE_COUNT = 10
 _SETSOCKOPT_SETTINGS: tuple[Setting, ...] = ("count", "user_timeout")
 # ... and the one set again after it, because the ioctl may reset it.
 _AFTER_IOCTL: tuple[Setting, ...] = ("count",)
+# The per-socket options in seconds from 1709, with their ws2ipdef.h numbers.
+_SECONDS_OPTIONS: tuple[tuple[Setting, str, int], ...] = (
+    ("idle", "TCP_KEEPIDLE", TCP_KEEPIDLE),
+    ("interval", "TCP_KEEPINTVL", TCP_KEEPINTVL),
+)
 _KEEPCNT_NOTE = (
     "TCP_KEEPCNT is set before the ioctl, so that a refusal leaves the socket as it was, and "
     "again after it, because the ioctl may reset the probe count (the order Go and socket2 "
@@ -77,11 +83,6 @@ _KEEPCNT_NOTE = (
 )
 _REGISTRY = "HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\"
 _WS2IPDEF = "ws2ipdef.h"
-
-
-def _number(ns: Any, name: str, fallback: int) -> int:
-    value = getattr(ns, name, None)
-    return value if isinstance(value, int) else fallback
 
 
 class WindowsIoctlPlatform(Platform):
@@ -116,21 +117,7 @@ class WindowsIoctlPlatform(Platform):
         tcp_options_first: bool = False,
         ioctl_control: int = SIO_KEEPALIVE_VALS,
     ) -> None:
-        super().__init__(
-            name,
-            family,
-            sol_socket,
-            so_keepalive,
-            ipproto_tcp,
-            options,
-            unsupported,
-            defaults,
-            user_timeout_replaces_count,
-            fixed,
-            notes,
-            tcp_options_first,
-        )
-        object.__setattr__(self, "ioctl_control", ioctl_control)
+        self._set_fields(locals())
 
     def _plan_options(
         self,
@@ -148,21 +135,15 @@ class WindowsIoctlPlatform(Platform):
             "idle": self.outcome(idle_spec, cfg.idle, idle_ms),
             "interval": self.outcome(interval_spec, cfg.interval, interval_ms),
         }
-        again: list[SetOption] = []  # set once more after the ioctl
+        again: list[Operation] = []  # set once more after the ioctl
         for setting in _SETSOCKOPT_SETTINGS:
             requested = getattr(cfg, setting)
             if requested is None:
                 continue
-            spec = self.options.get(setting)
-            if spec is None:
-                outcome[setting] = self.missing(setting, requested, strict)
-                continue
-            native = self.check_range(spec, requested)
-            option = SetOption(spec.level, spec.optname, native, spec.name)
-            operations.append(option)
+            planned = len(operations)
+            outcome[setting] = self._plan_setting(setting, requested, strict, operations)
             if setting in _AFTER_IOCTL:
-                again.append(option)
-            outcome[setting] = self.outcome(spec, requested, native)
+                again.extend(operations[planned:])
         operations.append(
             IoctlCall(self.ioctl_control, (1, idle_ms, interval_ms), "SIO_KEEPALIVE_VALS")
         )
@@ -175,7 +156,7 @@ def _count_spec(ipproto_tcp: int, ns: Any) -> OptionSpec:
         "count",
         "TCP_KEEPCNT",
         ipproto_tcp,
-        _number(ns, "TCP_KEEPCNT", TCP_KEEPCNT),
+        socket_number(ns, "TCP_KEEPCNT", TCP_KEEPCNT),
         1,
         MAX_KEEPCNT,
         is_count=True,
@@ -214,9 +195,7 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
     """
     del release
     ns = socket if ns is None else ns
-    ipproto_tcp = _number(ns, "IPPROTO_TCP", IPPROTO_TCP)
-    sol_socket = _number(ns, "SOL_SOCKET", SOL_SOCKET)
-    so_keepalive = _number(ns, "SO_KEEPALIVE", SO_KEEPALIVE)
+    sol_socket, so_keepalive, ipproto_tcp = socket_level(ns, SOL_SOCKET, SO_KEEPALIVE, IPPROTO_TCP)
     has_keepcnt = isinstance(getattr(ns, "TCP_KEEPCNT", None), int)
     if all(isinstance(getattr(ns, name, None), int) for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL")):
         return Platform(
@@ -226,26 +205,19 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             so_keepalive=so_keepalive,
             ipproto_tcp=ipproto_tcp,
             options={
-                "idle": OptionSpec(
-                    "idle",
-                    "TCP_KEEPIDLE",
-                    ipproto_tcp,
-                    ns.TCP_KEEPIDLE,
-                    1,
-                    MAX_SECONDS,
-                    since="Windows 10 1709 (build 16299); Python 3.7",
-                    source=_WS2IPDEF,
-                ),
-                "interval": OptionSpec(
-                    "interval",
-                    "TCP_KEEPINTVL",
-                    ipproto_tcp,
-                    ns.TCP_KEEPINTVL,
-                    1,
-                    MAX_SECONDS,
-                    since="Windows 10 1709 (build 16299); Python 3.7",
-                    source=_WS2IPDEF,
-                ),
+                **{
+                    setting: OptionSpec(
+                        setting,
+                        name,
+                        ipproto_tcp,
+                        socket_number(ns, name, header_value),
+                        1,
+                        MAX_SECONDS,
+                        since="Windows 10 1709 (build 16299); Python 3.7",
+                        source=_WS2IPDEF,
+                    )
+                    for setting, name, header_value in _SECONDS_OPTIONS
+                },
                 "count": _count_spec(ipproto_tcp, ns),
                 "user_timeout": _maxrt_spec(ipproto_tcp),
             },
@@ -260,33 +232,24 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
             # treats TCP_KEEPIDLE set before it, and every peer (Go, socket2, libuv) sets it
             # first; configure() checks the socket's kind before the first call instead.
         )
+    ioctl_control = socket_number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS)
+    # Idle and interval both travel in the one ioctl: each is described by it.
     options: dict[Setting, OptionSpec] = {
-        "idle": OptionSpec(
-            "idle",
+        setting: OptionSpec(
+            setting,
             "SIO_KEEPALIVE_VALS",
             0,  # not a socket option: the ioctl control code is in optname
-            _number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
+            ioctl_control,
             1,
             MAX_IOCTL_MS,
             scale=1000,
             readable=False,
             since="Windows 2000; Python sock.ioctl() (any supported version)",
             source="mstcpip.h",
-        ),
-        "interval": OptionSpec(
-            "interval",
-            "SIO_KEEPALIVE_VALS",
-            0,
-            _number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
-            1,
-            MAX_IOCTL_MS,
-            scale=1000,
-            readable=False,
-            since="Windows 2000; Python sock.ioctl() (any supported version)",
-            source="mstcpip.h",
-        ),
-        "user_timeout": _maxrt_spec(ipproto_tcp),
+        )
+        for setting in ("idle", "interval")
     }
+    options["user_timeout"] = _maxrt_spec(ipproto_tcp)
     unsupported: dict[Setting, str] = {}
     fixed: dict[Setting, int] = {}
     if has_keepcnt:
@@ -309,7 +272,7 @@ def detect(ns: Any = None, release: str | None = None) -> Platform:
         unsupported=unsupported,
         fixed=fixed,
         defaults=_DEFAULTS,
-        ioctl_control=_number(ns, "SIO_KEEPALIVE_VALS", SIO_KEEPALIVE_VALS),
+        ioctl_control=ioctl_control,
         notes=(
             "Idle and interval are set together by one SIO_KEEPALIVE_VALS ioctl, in "
             "milliseconds, after every other option; they cannot be read back, so inspect() "
