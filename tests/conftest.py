@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import AmqpServer, rabbitmq_server
+
+# Shared check modules: their asserts report values, as the test modules' own do.
+pytest.register_assert_rewrite(
+    "loopback_peers", "sockets_seen", "supervisor_checks", "tls_certs", "trio_streams"
+)
+
+from servers import AmqpServer, rabbitmq_server  # noqa: E402 - after the rewrite hook
 
 pytest_plugins = ["netns", "loops"]
 

@@ -17,25 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import loops
 import pytest
+import supervisor_checks as checks
+import tls_certs
+from loopback_peers import black_hole, down_server, open_fds
 from netns import Namespace
+from servers import free_port
+from supervisor_checks import BAD_ARGUMENTS, FAST, QUICK, SLACK, WAIT, HookRecords
+from tls_certs import CertificateFiles, tls_contexts
 
 import keepalive
 from keepalive import aio
@@ -43,18 +44,11 @@ from keepalive.aio.supervisor import SupervisedConnection, Supervisor
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import AttemptFailure, _Dialer
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.framing import Lines, MessagePongs
 from keepalive.heartbeat import HeartbeatConfig
 from keepalive.pytest_plugin import FaultProxyFactory, echo_server, fault_proxy  # noqa: F401
 from keepalive.reconnect import Backoff, StopReason
 from keepalive.supervision import DisconnectReason, SupervisorState
 from keepalive.testing import EchoServer
-
-FAST = HeartbeatConfig(interval=0.2, timeout=0.3)  # detection bound 0.5 s
-QUICK = Backoff.constant(0.05)  # retry every 50 ms
-SLACK = 1.0  # seconds an event may come late on this shared 2-core machine
-WAIT = 5.0  # generous bound for things that normally take milliseconds
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -75,25 +69,17 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what:
         await asyncio.sleep(0.002)
 
 
-class Events:
+class Events(HookRecords[SupervisedConnection]):
     """Records the hooks' calls, in order (the hooks are coroutine functions, on purpose)."""
 
-    def __init__(self) -> None:
-        self.disconnects: list[tuple[DisconnectReason, BaseException | None]] = []
-        self.backoffs: list[tuple[float, BaseException | None]] = []
-        self.connects: list[SupervisedConnection] = []
-        self.times: dict[str, list[float]] = {"disconnect": [], "connect": []}
-
     async def on_disconnect(self, reason: DisconnectReason, error: BaseException | None) -> None:
-        self.disconnects.append((reason, error))
-        self.times["disconnect"].append(time.monotonic())
+        self.record_disconnect(reason, error)
 
     async def on_backoff(self, delay: float, error: BaseException | None) -> None:
-        self.backoffs.append((delay, error))
+        self.record_backoff(delay, error)
 
     async def on_connect(self, conn: SupervisedConnection) -> None:
-        self.connects.append(conn)
-        self.times["connect"].append(time.monotonic())
+        self.record_connect(conn)
 
     def supervisor(self, address: tuple[str, int], **kwargs: Any) -> Supervisor:
         """A supervisor reporting to these records."""
@@ -109,9 +95,7 @@ class Events:
         try:
             await wait_until(predicate, timeout)
         except AssertionError:
-            raise AssertionError(
-                f"timed out: disconnects={self.disconnects} backoffs={self.backoffs}"
-            ) from None
+            raise self.timed_out() from None
 
 
 async def echo(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], line: bytes) -> bytes:
@@ -120,10 +104,6 @@ async def echo(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], line: by
     writer.write(line)
     await writer.drain()
     return await asyncio.wait_for(reader.readline(), WAIT)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def socket_of(conn: SupervisedConnection) -> socket.socket:
@@ -164,52 +144,13 @@ def cut_under_tls(conn: SupervisedConnection) -> None:
         duplicate.shutdown(socket.SHUT_RDWR)
 
 
-@contextmanager
-def down_server() -> Iterator[socket.socket]:
-    """A bound, not yet listening socket: connections to its address are refused until the
-    test calls ``listen()`` on it (holding the port keeps other sockets from taking it)."""
-    with socket.socket() as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", 0))
-        server.setblocking(False)
-        yield server
+certificate = tls_certs.certificate  # the module-scoped fixture
 
 
-@contextmanager
-def black_hole() -> Iterator[tuple[str, int]]:
-    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        with socket.create_connection(address, timeout=1):  # fills the backlog
-            yield address
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    tool = shutil.which("openssl")
-    if tool is None:
-        pytest.skip("the openssl tool is not installed")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = [tool, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-async def tls_echo_server(
-    context: ssl.SSLContext,
-) -> tuple[asyncio.Server, tuple[str, int]]:
-    """An asyncio TLS server that answers ``PING\\n`` with ``PONG\\n`` and echoes lines."""
+@contextlib.asynccontextmanager
+async def tls_echo_server(context: ssl.SSLContext) -> AsyncIterator[tuple[str, int]]:
+    """An asyncio TLS server that answers ``PING\\n`` with ``PONG\\n`` and echoes lines, for
+    the block's duration: yields its address."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -219,7 +160,28 @@ async def tls_echo_server(
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
     host, port = server.sockets[0].getsockname()[:2]
-    return server, (host, port)
+    try:
+        yield host, port
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def supervised_over_tls(
+    events: Events,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    heartbeat: HeartbeatConfig | None,
+) -> AsyncIterator[Supervisor]:
+    """A supervisor reporting to ``events``, of TLS connections to a :func:`tls_echo_server`
+    that lives as long as the block; each connection counts as healthy at once."""
+    async with (
+        tls_echo_server(server_context) as address,
+        events.supervisor(
+            address, heartbeat=heartbeat, retry=QUICK, ssl=client_context, healthy_after=0
+        ) as sup,
+    ):
+        yield sup
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +192,7 @@ def test_server_down_at_start_comes_up_after_a_few_attempts() -> None:
     async def main() -> None:
         events = Events()
         loop = asyncio.get_running_loop()
-        with down_server() as listener:
+        with down_server(blocking=False) as listener:
             async with events.supervisor(listener.getsockname(), retry=QUICK) as sup:
                 await events.wait(lambda: len(events.backoffs) >= 3)  # 3 refused attempts
                 assert sup.connection is None
@@ -247,15 +209,7 @@ def test_server_down_at_start_comes_up_after_a_few_attempts() -> None:
                     stats = sup.stats
                     assert sup.connection is conn
                     await sup.aclose()  # before the server side closes
-        assert stats.state is SupervisorState.CONNECTED
-        assert (stats.connects, stats.reconnects, stats.disconnects) == (1, 0, 0)
-        # Every refused attempt was followed by one backoff wait of the policy's delay.
-        assert stats.attempts == len(events.backoffs) + 1 >= 4
-        assert all(delay == 0.05 for delay, _ in events.backoffs)
-        assert all(isinstance(error, ConnectionRefusedError) for _, error in events.backoffs)
-        assert isinstance(stats.last_error, ConnectionRefusedError)
-        assert events.connects == [conn]
-        assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # from aclose()
+        checks.came_up_after_refused_attempts(events, stats, conn)
         assert sup.state is SupervisorState.CLOSED
         assert conn.ended
         assert conn.disconnect_reason is DisconnectReason.CLOSED
@@ -310,12 +264,7 @@ def test_on_connect_failures_count_as_failed_attempts_and_retry(echo_server: Ech
             # The failed connections were closed before the next attempt.
             assert all(closed(c.writer) for c in tried[:2])
             assert all(c.disconnect_reason is DisconnectReason.CLOSED for c in tried[:2])
-        assert (stats.attempts, stats.connects, stats.disconnects) == (3, 1, 0)
-        assert [str(error) for _, error in events.backoffs] == [
-            "handshake 1 refused",
-            "handshake 2 refused",
-        ]
-        assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # only the published one
+        checks.failed_handshakes_were_retried(events, stats)
 
     run(main())
 
@@ -354,13 +303,8 @@ def test_policy_exhausted_gives_up_with_every_attempts_cause() -> None:
                     await sup.wait_connected(timeout=0)
             finally:
                 await sup.aclose()
-        error = caught.value
-        assert error.reason == "exhausted"
-        assert isinstance(error.__cause__, ConnectionRefusedError)
-        failures = error.attempts
-        assert all(isinstance(failure, AttemptFailure) for failure in failures)
-        assert [failure.attempt for failure in failures] == [0, 1, 2]  # type: ignore[attr-defined]
-        assert (stats.attempts, stats.connects, stats.disconnects) == (3, 0, 0)
+        checks.exhausted_by_refusals(caught.value, stats)
+        assert all(isinstance(failure, AttemptFailure) for failure in caught.value.attempts)
         assert sup.stats.state is SupervisorState.CLOSED  # aclose() after giving up
 
     run(main())
@@ -549,20 +493,10 @@ def test_server_killed_mid_session_is_detected_and_the_client_reconnects(
             with pytest.raises(ConnectionResetError):  # the blocked reader hears of it too
                 await asyncio.wait_for(reading, WAIT)
             stats = sup.stats
-        reason, error = events.disconnects[0]
-        assert reason is DisconnectReason.RESET
-        assert isinstance(error, ConnectionResetError)
-        assert events.times["disconnect"][0] - killed < SLACK  # a reset is seen at once
+        checks.reset_seen_at_once_and_reconnected(events, stats, killed)
         assert first.disconnect_reason is DisconnectReason.RESET
-        assert first.disconnect_error is error
+        assert first.disconnect_error is events.disconnects[0][1]
         assert closed(first.writer)
-        assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (
-            2,
-            2,
-            1,
-            1,
-        )
-        assert stats.last_disconnect is DisconnectReason.RESET
 
     run(main())
 
@@ -607,14 +541,7 @@ def test_frozen_proxy_is_detected_by_the_heartbeat_and_healed_by_forwarding(
             proxy.freeze()  # the server is unreachable; TCP to the proxy stays up
             frozen = time.monotonic()
             await events.wait(lambda: len(events.disconnects) >= 1)
-            detected = events.times["disconnect"][0] - frozen
-            reason, error = events.disconnects[0]
-            assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-            assert isinstance(error, PeerUnresponsive)
-            # The verdict comes FAST.detection_bound after the last pong, which came at most
-            # one interval before the freeze.
-            assert FAST.detection_bound - FAST.interval - 0.05 <= detected
-            assert detected <= FAST.detection_bound + SLACK
+            checks.heartbeat_verdict_in_time(events, frozen)
             assert sup.connection is not conn
             with pytest.raises(PeerUnresponsive):
                 await conn.reader.read(10)
@@ -630,10 +557,7 @@ def test_frozen_proxy_is_detected_by_the_heartbeat_and_healed_by_forwarding(
             await asyncio.sleep(FAST.detection_bound + 0.3)  # it stays up past the bound
             assert sup.connection is current
             assert sup.state is SupervisorState.CONNECTED
-        assert {reason for reason, _ in events.disconnects[:-1]} == {
-            DisconnectReason.HEARTBEAT_TIMEOUT
-        }
-        assert events.disconnects[-1] == (DisconnectReason.CLOSED, None)
+        checks.heartbeat_timeouts_until_closed(events)
 
     run(main())
 
@@ -661,11 +585,7 @@ def test_black_hole_is_detected_by_kernel_keepalive(netns: Namespace) -> None:
                 hole.remove()
                 await events.wait(lambda: len(events.connects) >= 2)
                 peer.close()
-        reason, error = events.disconnects[0]
-        assert reason is DisconnectReason.KERNEL_TIMEOUT
-        assert isinstance(error, OSError)
-        assert error.errno == errno.ETIMEDOUT
-        assert cfg.detection_bound - 0.5 <= detected <= cfg.detection_bound + SLACK
+        checks.kernel_verdict_in_time(events, cfg, detected)
 
     run(main())
 
@@ -691,32 +611,25 @@ def test_application_closing_its_connection_asks_for_a_new_one(
     run(main())
 
 
-def test_over_tls_a_close_is_closed_and_a_cut_is_the_peers_end(tmp_path: Path) -> None:
+def test_over_tls_a_close_is_closed_and_a_cut_is_the_peers_end(
+    certificate: CertificateFiles,
+) -> None:
     """TLS ends reach the protocol differently: closing answers our close_notify with the
     peer's (an end of stream, yet this side's close), and uvloop reports a stream cut without
     close_notify as a loss with no error and no end of stream (once taken for CLOSED)."""
-    cert, key = self_signed_certificate(tmp_path)
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+    server_context, client_context = tls_contexts(certificate)
 
     async def main() -> None:
         events = Events()
-        server, address = await tls_echo_server(server_context)
-        try:
-            async with events.supervisor(
-                address, heartbeat=None, retry=QUICK, ssl=client_context, healthy_after=0
-            ) as sup:
-                first = await sup.wait_connected(timeout=WAIT)
-                assert await echo(first, b"one\n") == b"one\n"
-                first.writer.close()
-                await events.wait(lambda: len(events.connects) == 2)
-                second = await sup.wait_connected(timeout=WAIT)
-                assert await echo(second, b"two\n") == b"two\n"
-                cut_under_tls(second)  # nothing is written: the end of stream comes first
-                await events.wait(lambda: len(events.connects) == 3)
-        finally:
-            server.close()
+        async with supervised_over_tls(events, server_context, client_context, None) as sup:
+            first = await sup.wait_connected(timeout=WAIT)
+            assert await echo(first, b"one\n") == b"one\n"
+            first.writer.close()
+            await events.wait(lambda: len(events.connects) == 2)
+            second = await sup.wait_connected(timeout=WAIT)
+            assert await echo(second, b"two\n") == b"two\n"
+            cut_under_tls(second)  # nothing is written: the end of stream comes first
+            await events.wait(lambda: len(events.connects) == 3)
         assert events.disconnects[:2] == [
             (DisconnectReason.CLOSED, None),
             (DisconnectReason.PEER_CLOSED, None),
@@ -774,16 +687,7 @@ def test_backoff_continues_after_short_connections_and_resets_after_healthy_ones
             await kill_connection(5)
             await events.wait(lambda: len(events.connects) == 6)
             stats = sup.stats
-        assert [delay for delay, _ in events.backoffs] == [0.05, 0.1, 0.2, 0.0, 0.05]
-        assert all(isinstance(error, ConnectionResetError) for _, error in events.backoffs)
-        assert [reason for reason, _ in events.disconnects[:5]] == [DisconnectReason.RESET] * 5
-        assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (
-            6,
-            6,
-            5,
-            5,
-        )
-        assert stats.total_uptime >= 2.1
+        checks.backoff_went_on_then_started_over(events, stats)
 
     run(main())
 
@@ -800,9 +704,7 @@ def test_short_connections_exhaust_a_bounded_policy(echo_server: EchoServer) -> 
             await wait_until(lambda: sup.state is SupervisorState.FAILED, what="giving up")
             with pytest.raises(ConnectFailed) as caught:
                 await sup.wait_connected(timeout=WAIT)
-        assert caught.value.reason == "exhausted"
-        assert sup.stats.attempts == 3
-        assert [reason for reason, _ in events.disconnects] == [DisconnectReason.RESET] * 3
+        checks.exhausted_by_short_connections(events, caught.value, sup.stats.attempts)
 
     run(main())
 
@@ -823,11 +725,7 @@ def test_no_heartbeat_leaves_pongs_alone(echo_server: EchoServer) -> None:
 
 
 def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:
-    made: list[MessagePongs] = []
-
-    def matcher() -> MessagePongs:
-        made.append(MessagePongs(b"PONG\n", Lines()))
-        return made[-1]
+    matcher = checks.PongMatchers()
 
     async def main() -> None:
         async with Supervisor(
@@ -835,41 +733,32 @@ def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoSer
         ) as sup:
             await sup.wait_connected(timeout=WAIT)
             echo_server.kill_connections()
-            await wait_until(lambda: len(made) == 2 and sup.connection is not None)
+            await wait_until(lambda: len(matcher.made) == 2 and sup.connection is not None)
             conn = await sup.wait_connected(timeout=WAIT)
             monitor = conn.monitor
             assert monitor is not None
             await wait_until(lambda: monitor.pongs_received >= 1, what="a pong")
             assert await echo(conn, b"data\n") == b"data\n"
-        assert made[0] is not made[1]
+        assert matcher.made[0] is not matcher.made[1]
 
     run(main())
 
 
-def test_tls_connections_are_supervised(tmp_path: Path) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+def test_tls_connections_are_supervised(certificate: CertificateFiles) -> None:
+    server_context, client_context = tls_contexts(certificate)
 
     async def main() -> None:
         events = Events()
-        server, address = await tls_echo_server(server_context)
-        try:
-            async with events.supervisor(
-                address, heartbeat=FAST, retry=QUICK, ssl=client_context, healthy_after=0
-            ) as sup:
-                conn = await sup.wait_connected(timeout=WAIT)
-                assert conn.writer.get_extra_info("sslcontext") is client_context
-                monitor = conn.monitor
-                assert monitor is not None
-                await wait_until(lambda: monitor.pongs_received >= 1, what="a pong over TLS")
-                assert await echo(conn, b"secret\n") == b"secret\n"
-                cut_under_tls(conn)
-                await events.wait(lambda: len(events.connects) == 2)
-                assert await echo(await sup.wait_connected(timeout=WAIT), b"x\n") == b"x\n"
-        finally:
-            server.close()
+        async with supervised_over_tls(events, server_context, client_context, FAST) as sup:
+            conn = await sup.wait_connected(timeout=WAIT)
+            assert conn.writer.get_extra_info("sslcontext") is client_context
+            monitor = conn.monitor
+            assert monitor is not None
+            await wait_until(lambda: monitor.pongs_received >= 1, what="a pong over TLS")
+            assert await echo(conn, b"secret\n") == b"secret\n"
+            cut_under_tls(conn)
+            await events.wait(lambda: len(events.connects) == 2)
+            assert await echo(await sup.wait_connected(timeout=WAIT), b"x\n") == b"x\n"
         # The peer's end of stream (a write may meet the cut first): never CLOSED, which
         # uvloop's TLS transport once caused by reporting the end without eof_received().
         assert events.disconnects[0][0] in {DisconnectReason.PEER_CLOSED, DisconnectReason.RESET}
@@ -907,9 +796,7 @@ def test_handler_runs_once_per_connection_and_returning_reconnects(
             await wait_until(lambda: sup.state is SupervisorState.CLOSED)
         assert len(served) == 3
         assert [conn.writer for conn in events.connects] == served
-        assert events.disconnects == [(DisconnectReason.CLOSED, None)] * 3
-        stats = sup.stats
-        assert (stats.attempts, stats.connects, stats.disconnects) == (3, 3, 3)
+        checks.three_handlers_then_closed(events, sup.stats)
 
     run(main())
 
@@ -937,13 +824,7 @@ def test_handler_sees_the_death_and_its_exception_ends_the_connection(
             await wait_until(lambda: echo_server.connections == 1)
             echo_server.kill_connections()
             await events.wait(lambda: len(events.connects) == 3)
-        reasons = [(reason, type(error)) for reason, error in events.disconnects]
-        assert reasons == [
-            (DisconnectReason.RESET, ConnectionResetError),
-            (DisconnectReason.ERROR, RuntimeError),
-            (DisconnectReason.CLOSED, type(None)),
-        ]
-        assert sup.stats.reconnects == 2
+        checks.handler_ends(events, sup.stats.reconnects)
 
     run(main())
 
@@ -1135,20 +1016,7 @@ def test_waiters_are_woken_by_close() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field", "error"),
     [
-        ({"address": "127.0.0.1:80"}, "address", InvalidSettingType),
-        ({"address": ("127.0.0.1", 0)}, "address", InvalidSetting),
-        ({"keepalive": {"idle": 1}}, "keepalive", InvalidSettingType),
-        ({"heartbeat": 5}, "heartbeat", InvalidSettingType),
-        ({"ping": b""}, "ping", InvalidSetting),
-        ({"ping": "PING\n"}, "ping", InvalidSettingType),
-        ({"pong": "PONG\n"}, "pong", InvalidSettingType),
-        ({"pong": MessagePongs(b"PONG\n", Lines())}, "pong", InvalidSettingType),
-        ({"retry": 3}, "retry", InvalidSettingType),
-        ({"healthy_after": -1}, "healthy_after", InvalidSetting),
-        ({"connect_timeout": 0}, "connect_timeout", InvalidSetting),
-        ({"on_connect": "yes"}, "on_connect", InvalidSettingType),
-        ({"handler": 1}, "handler", InvalidSettingType),
-        ({"rng": 42}, "rng", InvalidSettingType),
+        *BAD_ARGUMENTS,
         ({"ssl": True}, "ssl", InvalidSettingType),
         ({"limit": 0}, "limit", InvalidSetting),
     ],
@@ -1157,10 +1025,7 @@ def test_waiters_are_woken_by_close() -> None:
 def test_bad_arguments_are_refused_with_the_field_named(
     kwargs: dict[str, object], field: str, error: type[Exception]
 ) -> None:
-    arguments: dict[str, object] = {"address": ("127.0.0.1", 9)}
-    arguments.update(kwargs)
-    with pytest.raises(error, match=field):
-        Supervisor(**arguments)  # type: ignore[arg-type]
+    checks.refused_at_construction(Supervisor, kwargs, field, error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1172,7 +1037,7 @@ def test_open_connection_retries_until_the_server_comes_up() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        with down_server() as listener:
+        with down_server(blocking=False) as listener:
             loop.call_later(0.25, listener.listen)  # up after about five refused attempts
             started = time.monotonic()
             reader, writer = await aio.open_connection(
@@ -1241,15 +1106,11 @@ def test_open_connection_tries_every_address_and_reports_every_cause(
         run(main())
 
 
-def test_open_connection_starts_tls_on_the_dialed_socket(tmp_path: Path) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+def test_open_connection_starts_tls_on_the_dialed_socket(certificate: CertificateFiles) -> None:
+    server_context, client_context = tls_contexts(certificate)
 
     async def main() -> None:
-        server, (host, port) = await tls_echo_server(server_context)
-        try:
+        async with tls_echo_server(server_context) as (host, port):
             # server_hostname defaults to the host: the certificate is checked against it.
             reader, writer = await aio.open_connection(
                 host, port, ssl=client_context, heartbeat=FAST, retry=QUICK, connect_timeout=1
@@ -1259,8 +1120,6 @@ def test_open_connection_starts_tls_on_the_dialed_socket(tmp_path: Path) -> None
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
-        finally:
-            server.close()
 
     run(main())
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import loopback_peers
 import pytest
 
 import keepalive
@@ -209,17 +210,9 @@ def test_async_cancel_during_backoff_is_prompt() -> None:
 
 @pytest.fixture
 def black_hole() -> Iterator[tuple[str, int]]:
-    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        with socket.create_connection(address, timeout=1):  # fills the backlog
-            yield address
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    """A loopback address whose SYNs go unanswered."""
+    with loopback_peers.black_hole() as address:
+        yield address
 
 
 def _plain_dialer(address: tuple[str, int], timeout: float) -> _Dialer:
@@ -262,12 +255,12 @@ def test_a_waiting_dial_is_cancelled_by_its_wait(black_hole: tuple[str, int]) ->
         time.sleep(0.01)  # (woken: not ready yet)
         return False
 
-    fds = _open_fds()
+    fds = loopback_peers.open_fds()
     with pytest.raises(Stop):
         _plain_dialer(black_hole, 30.0).attempt(0, wait=wait)
     assert len(waits) == 3
     assert all(0 < timeout <= 30.0 for timeout in waits)
-    assert _open_fds() == fds  # the connecting socket is closed
+    assert loopback_peers.open_fds() == fds  # the connecting socket is closed
 
 
 def test_a_waiting_dial_times_out_with_etimedout(black_hole: tuple[str, int]) -> None:

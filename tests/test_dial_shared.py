@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import loops
 import pytest
 import trio
+from loopback_peers import black_hole
 
 import keepalive
 import keepalive.aio
@@ -65,17 +66,6 @@ def refusing() -> Iterator[tuple[str, int]]:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         yield server.getsockname()
-
-
-@contextmanager
-def black_hole() -> Iterator[tuple[str, int]]:
-    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        with socket.create_connection(address, timeout=1):  # fills the backlog
-            yield address
 
 
 @contextmanager

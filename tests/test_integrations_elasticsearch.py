@@ -13,9 +13,7 @@ import contextlib
 import gzip
 import http.server
 import json
-import shutil
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -25,12 +23,12 @@ from typing import Any, ClassVar
 
 import pytest
 import sockets_seen
+import tls_certs
 from servers import (
     HttpServer,
     _ElasticsearchHandler,
     elasticsearch_standin,
     require_module,
-    unavailable,
 )
 from sockets_seen import CFG
 
@@ -98,18 +96,7 @@ def recording_standin(
         thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tool = shutil.which("openssl")
-    if tool is None:
-        unavailable("the openssl tool is not installed (Debian package openssl)")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = [tool, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return cert, key
+certificate = tls_certs.certificate  # the module-scoped fixture
 
 
 # -- the tests ---------------------------------------------------------------------------------

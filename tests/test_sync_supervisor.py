@@ -10,25 +10,25 @@ a private network namespace for a black hole that only kernel keepalive can dete
 from __future__ import annotations
 
 import errno
-import os
 import queue
 import random
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import supervisor_checks as checks
+from loopback_peers import black_hole, down_server, open_fds
 from netns import Namespace
+from supervisor_checks import BAD_ARGUMENTS, FAST, QUICK, SLACK, WAIT, HookRecords
 
 import keepalive
 import keepalive.sync
 from keepalive.config import KeepaliveConfig
 from keepalive.dial import _Dialer
-from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
-from keepalive.framing import Lines, MessagePongs
+from keepalive.errors import ConnectFailed, InvalidSetting, PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig, MonitorStats
 from keepalive.pytest_plugin import FaultProxyFactory
 from keepalive.reconnect import Backoff, StopReason
@@ -36,41 +36,30 @@ from keepalive.supervision import DisconnectReason, SupervisorState
 from keepalive.sync.supervisor import READ_BUFFER_LIMIT, SupervisedSocket, Supervisor
 from keepalive.testing import EchoServer
 
-FAST = HeartbeatConfig(interval=0.2, timeout=0.3)  # detection bound 0.5 s
-QUICK = Backoff.constant(0.05)  # retry every 50 ms
-SLACK = 1.0  # seconds an event may come late on this shared 2-core machine
-WAIT = 5.0  # generous bound for things that normally take milliseconds
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
 
-class Events:
+class Events(HookRecords[SupervisedSocket]):
     """Records the hooks' calls, in order, and lets the test wait for them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._cond = threading.Condition()
-        self.disconnects: list[tuple[DisconnectReason, BaseException | None]] = []
-        self.backoffs: list[tuple[float, BaseException | None]] = []
-        self.connects: list[SupervisedSocket] = []
-        self.times: dict[str, list[float]] = {"disconnect": [], "connect": []}
 
     def on_disconnect(self, reason: DisconnectReason, error: BaseException | None) -> None:
         with self._cond:
-            self.disconnects.append((reason, error))
-            self.times["disconnect"].append(time.monotonic())
+            self.record_disconnect(reason, error)
             self._cond.notify_all()
 
     def on_backoff(self, delay: float, error: BaseException | None) -> None:
         with self._cond:
-            self.backoffs.append((delay, error))
+            self.record_backoff(delay, error)
             self._cond.notify_all()
 
     def on_connect(self, conn: SupervisedSocket) -> None:
         with self._cond:
-            self.connects.append(conn)
-            self.times["connect"].append(time.monotonic())
+            self.record_connect(conn)
             self._cond.notify_all()
 
     def supervisor(self, address: tuple[str, int], **kwargs: Any) -> Supervisor:
@@ -86,9 +75,24 @@ class Events:
     def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
         with self._cond:
             if not self._cond.wait_for(predicate, timeout):
-                raise AssertionError(
-                    f"timed out: disconnects={self.disconnects} backoffs={self.backoffs}"
-                )
+                raise self.timed_out()
+
+
+def blocked_reader(
+    conn: SupervisedSocket,
+) -> tuple[threading.Thread, queue.Queue[BaseException | bytes]]:
+    """A started thread blocked in ``conn.recv(10)``; the queue gets what it returned or raised."""
+    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
+
+    def reader() -> None:
+        try:
+            outcome.put(conn.recv(10))
+        except BaseException as exc:
+            outcome.put(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    return thread, outcome
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
@@ -97,16 +101,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(0.005)
-
-
-@contextmanager
-def down_server() -> Iterator[socket.socket]:
-    """A bound, not yet listening socket: connections to its address are refused until the
-    test calls ``listen()`` on it (holding the port keeps other sockets from taking it)."""
-    with socket.socket() as server:
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", 0))
-        yield server
 
 
 def echo(conn: socket.socket | SupervisedSocket, payload: bytes) -> bytes:
@@ -119,21 +113,6 @@ def echo(conn: socket.socket | SupervisedSocket, payload: bytes) -> bytes:
             break
         got += chunk
     return got
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@contextmanager
-def black_hole() -> Iterator[tuple[str, int]]:
-    """A loopback address whose SYNs go unanswered: a listener with a full backlog."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        with socket.create_connection(address, timeout=1):  # fills the backlog
-            yield address
 
 
 @pytest.fixture
@@ -170,15 +149,7 @@ def test_server_down_at_start_comes_up_after_a_few_attempts(no_leaks: None) -> N
             stats = sup.stats
             assert sup.connection is conn
             sup.close()  # before the server side closes
-    assert stats.state is SupervisorState.CONNECTED
-    assert (stats.connects, stats.reconnects, stats.disconnects) == (1, 0, 0)
-    # Every refused attempt was followed by one backoff wait of the policy's delay.
-    assert stats.attempts == len(events.backoffs) + 1 >= 4
-    assert all(delay == 0.05 for delay, _ in events.backoffs)
-    assert all(isinstance(error, ConnectionRefusedError) for _, error in events.backoffs)
-    assert isinstance(stats.last_error, ConnectionRefusedError)
-    assert events.connects == [conn]
-    assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # from close()
+    checks.came_up_after_refused_attempts(events, stats, conn)
     assert sup.state is SupervisorState.CLOSED
 
 
@@ -215,12 +186,7 @@ def test_on_connect_failures_count_as_failed_attempts_and_retry(echo_server: Ech
         # The failed connections were closed before the next attempt.
         assert [c.fileno() for c in tried[:2]] == [-1, -1]
         assert all(c.disconnect_reason is DisconnectReason.CLOSED for c in tried[:2])
-    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 1, 0)
-    assert [str(error) for _, error in events.backoffs] == [
-        "handshake 1 refused",
-        "handshake 2 refused",
-    ]
-    assert events.disconnects == [(DisconnectReason.CLOSED, None)]  # only the published one
+    checks.failed_handshakes_were_retried(events, stats)
 
 
 def test_on_connect_error_the_policy_does_not_retry_gives_up(echo_server: EchoServer) -> None:
@@ -259,11 +225,7 @@ def test_policy_exhausted_gives_up(no_leaks: None) -> None:
                 sup.wait_connected(timeout=0)
         finally:
             sup.close()
-    error = caught.value
-    assert error.reason == "exhausted"
-    assert isinstance(error.__cause__, ConnectionRefusedError)
-    assert [failure.attempt for failure in error.attempts] == [0, 1, 2]  # type: ignore[attr-defined]
-    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 0, 0)
+    checks.exhausted_by_refusals(caught.value, stats)
     assert isinstance(stats.last_error, ConnectionRefusedError)
     assert sup.stats.state is SupervisorState.CLOSED  # close() after giving up
 
@@ -421,18 +383,9 @@ def test_connect_timeout_to_a_black_hole_counts_as_a_failed_attempt() -> None:
 
 def test_close_while_connected_wakes_a_blocked_reader(echo_server: EchoServer) -> None:
     events = Events()
-    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
     with events.supervisor(echo_server.address, retry=QUICK) as sup:
         conn = sup.wait_connected(timeout=WAIT)
-
-        def reader() -> None:
-            try:
-                outcome.put(conn.recv(10))
-            except BaseException as exc:
-                outcome.put(exc)
-
-        thread = threading.Thread(target=reader)
-        thread.start()
+        thread, outcome = blocked_reader(conn)
         time.sleep(0.1)
         started = time.perf_counter()
         sup.close()
@@ -455,19 +408,10 @@ def test_server_killed_mid_session_is_detected_and_the_client_reconnects(
     echo_server: EchoServer,
 ) -> None:
     events = Events()
-    outcome: queue.Queue[BaseException | bytes] = queue.Queue()
     with events.supervisor(echo_server.address, heartbeat=FAST, retry=QUICK) as sup:
         first = sup.wait_connected(timeout=WAIT)
         assert echo(first, b"one\n") == b"one\n"
-
-        def reader() -> None:  # an application thread blocked in recv
-            try:
-                outcome.put(first.recv(10))
-            except BaseException as exc:
-                outcome.put(exc)
-
-        thread = threading.Thread(target=reader)
-        thread.start()
+        thread, outcome = blocked_reader(first)  # an application thread blocked in recv
         time.sleep(0.05)
         killed = time.monotonic()
         assert echo_server.kill_connections() == 1
@@ -477,15 +421,10 @@ def test_server_killed_mid_session_is_detected_and_the_client_reconnects(
         assert echo(second, b"two\n") == b"two\n"
         thread.join(WAIT)
         stats = sup.stats
-    reason, error = events.disconnects[0]
-    assert reason is DisconnectReason.RESET
-    assert isinstance(error, ConnectionResetError)
-    assert events.times["disconnect"][0] - killed < SLACK  # a reset is seen at once
+    checks.reset_seen_at_once_and_reconnected(events, stats, killed)
     assert isinstance(outcome.get_nowait(), ConnectionResetError)  # the blocked reader too
     assert first.disconnect_reason is DisconnectReason.RESET
     assert first.fileno() == -1
-    assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (2, 2, 1, 1)
-    assert stats.last_disconnect is DisconnectReason.RESET
 
 
 def test_server_closing_is_peer_closed_and_buffered_bytes_survive() -> None:
@@ -524,14 +463,7 @@ def test_frozen_proxy_is_detected_by_the_heartbeat_and_healed_by_forwarding(
         proxy.freeze()  # the server is unreachable; TCP to the proxy stays up
         frozen = time.monotonic()
         events.wait(lambda: len(events.disconnects) >= 1)
-        detected = events.times["disconnect"][0] - frozen
-        reason, error = events.disconnects[0]
-        assert reason is DisconnectReason.HEARTBEAT_TIMEOUT
-        assert isinstance(error, PeerUnresponsive)
-        # The verdict comes FAST.detection_bound after the last pong, which came at most one
-        # interval before the freeze.
-        assert FAST.detection_bound - FAST.interval - 0.05 <= detected
-        assert detected <= FAST.detection_bound + SLACK
+        checks.heartbeat_verdict_in_time(events, frozen)
         assert sup.connection is not conn
         with pytest.raises(PeerUnresponsive):
             conn.recv(10)
@@ -551,8 +483,7 @@ def test_frozen_proxy_is_detected_by_the_heartbeat_and_healed_by_forwarding(
         time.sleep(FAST.detection_bound + 0.3)  # it stays up past the detection bound
         assert sup.connection is current
         assert sup.state is SupervisorState.CONNECTED
-    assert {reason for reason, _ in events.disconnects[:-1]} == {DisconnectReason.HEARTBEAT_TIMEOUT}
-    assert events.disconnects[-1] == (DisconnectReason.CLOSED, None)
+    checks.heartbeat_timeouts_until_closed(events)
 
 
 @pytest.mark.netns
@@ -572,11 +503,7 @@ def test_black_hole_is_detected_by_kernel_keepalive(netns: Namespace) -> None:
             hole.remove()
             events.wait(lambda: len(events.connects) >= 2)
             peer.close()
-    reason, error = events.disconnects[0]
-    assert reason is DisconnectReason.KERNEL_TIMEOUT
-    assert isinstance(error, OSError)
-    assert error.errno == errno.ETIMEDOUT
-    assert cfg.detection_bound - 0.5 <= detected <= cfg.detection_bound + SLACK
+    checks.kernel_verdict_in_time(events, cfg, detected)
 
 
 def test_application_closing_its_connection_asks_for_a_new_one(echo_server: EchoServer) -> None:
@@ -653,11 +580,7 @@ def test_backoff_continues_after_short_connections_and_resets_after_healthy_ones
         kill_connection(5)
         events.wait(lambda: len(events.connects) == 6)
         stats = sup.stats
-    assert [delay for delay, _ in events.backoffs] == [0.05, 0.1, 0.2, 0.0, 0.05]
-    assert all(isinstance(error, ConnectionResetError) for _, error in events.backoffs)
-    assert [reason for reason, _ in events.disconnects[:5]] == [DisconnectReason.RESET] * 5
-    assert (stats.attempts, stats.connects, stats.reconnects, stats.disconnects) == (6, 6, 5, 5)
-    assert stats.total_uptime >= 2.1
+    checks.backoff_went_on_then_started_over(events, stats)
 
 
 def test_short_connections_exhaust_a_bounded_policy(echo_server: EchoServer) -> None:
@@ -671,9 +594,7 @@ def test_short_connections_exhaust_a_bounded_policy(echo_server: EchoServer) -> 
         wait_until(lambda: sup.state is SupervisorState.FAILED, what="giving up")
         with pytest.raises(ConnectFailed) as caught:
             sup.wait_connected(timeout=WAIT)
-    assert caught.value.reason == "exhausted"
-    assert sup.stats.attempts == 3
-    assert [reason for reason, _ in events.disconnects] == [DisconnectReason.RESET] * 3
+    checks.exhausted_by_short_connections(events, caught.value, sup.stats.attempts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,16 +699,11 @@ def test_with_a_heartbeat_its_state_is_visible(echo_server: EchoServer) -> None:
 
 
 def test_pong_matcher_factory_gives_each_connection_its_own(echo_server: EchoServer) -> None:
-    made: list[MessagePongs] = []
-
-    def matcher() -> MessagePongs:
-        made.append(MessagePongs(b"PONG\n", Lines()))
-        return made[-1]
-
+    matcher = checks.PongMatchers()
     with Supervisor(echo_server.address, heartbeat=FAST, pong_matcher=matcher, retry=QUICK) as sup:
         sup.wait_connected(timeout=WAIT)
         echo_server.kill_connections()
-        wait_until(lambda: len(made) == 2 and sup.connection is not None)
+        wait_until(lambda: len(matcher.made) == 2 and sup.connection is not None)
         conn = sup.wait_connected(timeout=WAIT)
         time.sleep(FAST.interval + 0.1)
         assert conn.stats.pongs_received >= 1
@@ -820,9 +736,7 @@ def test_handler_runs_once_per_connection_and_returning_reconnects(
         wait_until(lambda: sup.state is SupervisorState.CLOSED)
     assert len(served) == 3
     assert events.connects == served
-    assert events.disconnects == [(DisconnectReason.CLOSED, None)] * 3
-    stats = sup.stats
-    assert (stats.attempts, stats.connects, stats.disconnects) == (3, 3, 3)
+    checks.three_handlers_then_closed(events, sup.stats)
 
 
 def test_handler_sees_the_death_and_its_exception_ends_the_connection(
@@ -847,13 +761,7 @@ def test_handler_sees_the_death_and_its_exception_ends_the_connection(
         wait_until(lambda: echo_server.connections == 1)
         echo_server.kill_connections()
         events.wait(lambda: len(events.connects) == 3)
-    reasons = [(reason, type(error)) for reason, error in events.disconnects]
-    assert reasons == [
-        (DisconnectReason.RESET, ConnectionResetError),
-        (DisconnectReason.ERROR, RuntimeError),
-        (DisconnectReason.CLOSED, type(None)),
-    ]
-    assert sup.stats.reconnects == 2
+    checks.handler_ends(events, sup.stats.reconnects)
 
 
 def test_hooks_that_raise_are_logged_and_ignored(
@@ -943,29 +851,8 @@ def test_wait_connected_before_start_and_timeout() -> None:
     sup.close()  # idempotent
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "field", "error"),
-    [
-        ({"address": "127.0.0.1:80"}, "address", InvalidSettingType),
-        ({"address": ("127.0.0.1", 0)}, "address", InvalidSetting),
-        ({"keepalive": {"idle": 1}}, "keepalive", InvalidSettingType),
-        ({"heartbeat": 5}, "heartbeat", InvalidSettingType),
-        ({"ping": b""}, "ping", InvalidSetting),
-        ({"ping": "PING\n"}, "ping", InvalidSettingType),
-        ({"pong": "PONG\n"}, "pong", InvalidSettingType),
-        ({"pong": MessagePongs(b"PONG\n", Lines())}, "pong", InvalidSettingType),
-        ({"retry": 3}, "retry", InvalidSettingType),
-        ({"healthy_after": -1}, "healthy_after", InvalidSetting),
-        ({"connect_timeout": 0}, "connect_timeout", InvalidSetting),
-        ({"on_connect": "yes"}, "on_connect", InvalidSettingType),
-        ({"handler": 1}, "handler", InvalidSettingType),
-        ({"rng": 42}, "rng", InvalidSettingType),
-    ],
-)
+@pytest.mark.parametrize(("kwargs", "field", "error"), BAD_ARGUMENTS)
 def test_bad_arguments_are_refused_with_the_field_named(
     kwargs: dict[str, object], field: str, error: type[Exception]
 ) -> None:
-    arguments: dict[str, object] = {"address": ("127.0.0.1", 9)}
-    arguments.update(kwargs)
-    with pytest.raises(error, match=field):
-        Supervisor(**arguments)  # type: ignore[arg-type]
+    checks.refused_at_construction(Supervisor, kwargs, field, error)

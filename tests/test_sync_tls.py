@@ -9,6 +9,7 @@ the proxy inside TLS records.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import random
@@ -20,9 +21,11 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+import tls_certs
+from servers import free_port
+from tls_certs import CertificateFiles, tls_contexts
 
 from keepalive.errors import InvalidSocket, PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
@@ -39,35 +42,17 @@ REQUIRED = os.environ.get("KEEPALIVE_REQUIRE_INTEGRATIONS") == "1"
 # Fixtures: a certificate, socat terminating TLS in front of an EchoServer
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tool = shutil.which("openssl")
-    if tool is None:
-        pytest.fail("the openssl tool is not installed") if REQUIRED else pytest.skip("no openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = [tool, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return cert, key
+certificate = tls_certs.certificate  # the module-scoped fixture
 
 
 @pytest.fixture
-def client_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(certificate[0]))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def client_context(certificate: CertificateFiles) -> ssl.SSLContext:
+    return tls_contexts(certificate)[1]
 
 
 @contextlib.contextmanager
 def socat_tls(
-    certificate: tuple[Path, Path], upstream: tuple[str, int]
+    certificate: CertificateFiles, upstream: tuple[str, int]
 ) -> Iterator[tuple[str, int]]:
     """socat accepting TLS on a loopback port and relaying the plaintext to ``upstream``."""
     tool = shutil.which("socat")
@@ -76,7 +61,7 @@ def socat_tls(
             pytest.fail("socat is not installed (.ci/run installs it)")
         pytest.skip("socat is not installed")
     cert, key = certificate
-    port = _free_port()
+    port = free_port()
     listen = f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={cert},key={key},verify=0"
     process = subprocess.Popen(
         [tool, listen, f"TCP:{upstream[0]}:{upstream[1]}"],
@@ -98,7 +83,7 @@ def socat_tls(
 
 
 @pytest.fixture
-def tls_echo(certificate: tuple[Path, Path], echo_server: EchoServer) -> Iterator[tuple[str, int]]:
+def tls_echo(certificate: CertificateFiles, echo_server: EchoServer) -> Iterator[tuple[str, int]]:
     with socat_tls(certificate, echo_server.address) as address:
         yield address
 
@@ -223,7 +208,7 @@ def test_a_monitored_socket_cannot_be_monitored_twice(echo_server: EchoServer) -
 @pytest.mark.slow
 def test_50_mb_echo_over_tls_with_pings_every_10_ms_then_a_freeze_is_detected(
     client_context: ssl.SSLContext,
-    certificate: tuple[Path, Path],
+    certificate: CertificateFiles,
     echo_server: EchoServer,
     fault_proxy: FaultProxyFactory,
 ) -> None:
@@ -275,7 +260,7 @@ def test_50_mb_echo_over_tls_with_pings_every_10_ms_then_a_freeze_is_detected(
 @pytest.mark.slow
 def test_supervised_tls_reconnects_after_the_proxy_thaws(
     client_context: ssl.SSLContext,
-    certificate: tuple[Path, Path],
+    certificate: CertificateFiles,
     echo_server: EchoServer,
     fault_proxy: FaultProxyFactory,
 ) -> None:
@@ -321,7 +306,7 @@ def test_supervised_tls_reconnects_after_the_proxy_thaws(
 def test_concurrent_sendall_threads_never_tear_a_record_while_pings_fire(
     use_tls: bool,
     client_context: ssl.SSLContext,
-    certificate: tuple[Path, Path],
+    certificate: CertificateFiles,
     echo_server: EchoServer,
 ) -> None:
     threads, records = 4, 300
@@ -346,7 +331,7 @@ def test_concurrent_sendall_threads_never_tear_a_record_while_pings_fire(
                 if number % 50 == 49:
                     time.sleep(0.01)  # a quiet moment: pings go out between records
 
-        workers = [Outcome(lambda writer=writer: write(writer)) for writer in range(threads)]
+        workers = [Outcome(functools.partial(write, writer)) for writer in range(threads)]
         expected = sum(len(record(w, n)) for w in range(threads) for n in range(records))
         echoed = read_exactly(sock, expected)
         for worker in workers:
@@ -365,11 +350,8 @@ def test_concurrent_sendall_threads_never_tear_a_record_while_pings_fire(
         assert not sock.dead
 
 
-def test_unwrap_ends_tls_and_returns_the_plain_socket(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(str(cert), str(key))
-    client_context = ssl.create_default_context(cafile=str(cert))
+def test_unwrap_ends_tls_and_returns_the_plain_socket(certificate: CertificateFiles) -> None:
+    server_context, client_context = tls_contexts(certificate)
     listener = socket.create_server(("127.0.0.1", 0))
     served: list[bytes] = []
 

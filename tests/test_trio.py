@@ -24,6 +24,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trio_streams import read_until
 
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import ConnectFailed, InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -68,16 +69,6 @@ def task_count() -> int:
 def open_fds() -> int:
     count: int = psutil.Process().num_fds()
     return count
-
-
-async def read_until(stream: MonitoredStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some()
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 async def listener() -> trio.SocketListener:

@@ -4,49 +4,30 @@ pings and pongs cross the proxy inside TLS records."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import ssl
-import subprocess
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import psutil
 import pytest
+import tls_certs
 import trio
+from tls_certs import CertificateFiles, tls_contexts
+from trio_streams import echo, read_until
 
 from keepalive.errors import PeerUnresponsive
 from keepalive.heartbeat import HeartbeatConfig
 from keepalive.pytest_plugin import FaultProxyFactory
 from keepalive.reconnect import Backoff
 from keepalive.supervision import DisconnectReason
-from keepalive.trio import MonitoredStream, Supervisor, open_connection
+from keepalive.testing import FaultProxy
+from keepalive.trio import Supervisor, open_connection
 
 SLACK = 0.5
 FAST = HeartbeatConfig(interval=0.2, timeout=0.3)
-REQUIRED = os.environ.get("KEEPALIVE_REQUIRE_INTEGRATIONS") == "1"
 
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    tool = shutil.which("openssl")
-    if tool is None:
-        if REQUIRED:
-            pytest.fail("the openssl tool is not installed")
-        pytest.skip("no openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = [tool, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
-    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return cert, key
-
-
-def contexts(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(str(certificate[0]), str(certificate[1]))
-    client = ssl.create_default_context(cafile=str(certificate[0]))
-    return server, client
+certificate = tls_certs.certificate  # the module-scoped fixture
 
 
 async def serve_tls(
@@ -77,25 +58,39 @@ async def serve_tls(
     await trio.serve_listeners(handle, listeners)
 
 
-async def read_until(stream: MonitoredStream, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some()
-        if not chunk:
-            break
-        data += chunk
-    return data
+@asynccontextmanager
+async def tls_server(context: ssl.SSLContext) -> AsyncIterator[int]:
+    """:func:`serve_tls` on a loopback port for the block's duration: yields the port."""
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(serve_tls, context)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def tls_server_behind_a_proxy(
+    certificate: CertificateFiles, fault_proxy: FaultProxyFactory
+) -> AsyncIterator[FaultProxy]:
+    """A TLS server presenting ``certificate`` with a FaultProxy in front: yields the proxy."""
+    server_context, _ = tls_contexts(certificate)
+    async with tls_server(server_context) as port:
+        yield fault_proxy(("127.0.0.1", port))
+
+
+def supervise_over_tls(
+    certificate: CertificateFiles, address: tuple[str, int], **options: Any
+) -> Supervisor:
+    """A supervisor of TLS connections to ``address`` that trusts ``certificate`` alone."""
+    _, client_context = tls_contexts(certificate)
+    return Supervisor(address, ssl_context=client_context, server_hostname="127.0.0.1", **options)
 
 
 def test_tls_stream_pings_inside_tls_and_a_freeze_is_detected(
-    certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
+    certificate: CertificateFiles, fault_proxy: FaultProxyFactory
 ) -> None:
-    server_context, client_context = contexts(certificate)
+    _, client_context = tls_contexts(certificate)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_tls, server_context)
-            proxy = fault_proxy(("127.0.0.1", port))
+        async with tls_server_behind_a_proxy(certificate, fault_proxy) as proxy:
             stream = await open_connection(
                 *proxy.address,
                 heartbeat=FAST,
@@ -104,11 +99,9 @@ def test_tls_stream_pings_inside_tls_and_a_freeze_is_detected(
             )
             assert isinstance(stream.stream, trio.SSLStream)
             payload = b"".join(b"line %d PONG PING\n" % n for n in range(2000))
-            await stream.send_all(payload)
-            assert await read_until(stream, len(payload)) == payload  # byte-exact
+            assert await echo(stream, payload) == payload  # byte-exact
             await trio.sleep(FAST.interval * 3)
-            await stream.send_all(b"x\n")
-            assert await read_until(stream, 2) == b"x\n"
+            assert await echo(stream, b"x\n") == b"x\n"
             assert stream.pongs_received >= 1
             assert stream.rtt is not None
             proxy.freeze()
@@ -117,116 +110,95 @@ def test_tls_stream_pings_inside_tls_and_a_freeze_is_detected(
                 await stream.receive_some()
             assert trio.current_time() - frozen_at <= FAST.detection_bound + SLACK
             await stream.aclose()
-            nursery.cancel_scope.cancel()
 
     trio.run(main)
 
 
 def test_a_wrong_certificate_fails_the_handshake_in_open_connection(
-    certificate: tuple[Path, Path],
+    certificate: CertificateFiles,
 ) -> None:
-    server_context, _ = contexts(certificate)
+    server_context, _ = tls_contexts(certificate)
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_tls, server_context)
+        async with tls_server(server_context) as port:
             with pytest.raises(trio.BrokenResourceError):
                 await open_connection(
                     "127.0.0.1", port, heartbeat=FAST, ssl_context=ssl.create_default_context()
                 )
-            nursery.cancel_scope.cancel()
 
     trio.run(main)
 
 
 def test_supervised_tls_heals_after_the_proxy_thaws(
-    certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
+    certificate: CertificateFiles, fault_proxy: FaultProxyFactory
 ) -> None:
-    server_context, client_context = contexts(certificate)
-
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_tls, server_context)
-            proxy = fault_proxy(("127.0.0.1", port))
-            async with Supervisor(
+        async with (
+            tls_server_behind_a_proxy(certificate, fault_proxy) as proxy,
+            supervise_over_tls(
+                certificate,
                 proxy.address,
                 heartbeat=FAST,
                 retry=Backoff(initial=0.05, max_delay=0.2),
                 connect_timeout=0.5,
-                ssl_context=client_context,
-                server_hostname="127.0.0.1",
-            ) as sup:
-                first = await sup.wait_connected(5)
-                await first.stream.send_all(b"hello\n")
-                assert await read_until(first.stream, 6) == b"hello\n"
-                proxy.freeze()
-                assert await first.wait_ended() is DisconnectReason.HEARTBEAT_TIMEOUT
-                proxy.forward()
-                with trio.fail_after(10):
-                    while True:
-                        second = await sup.wait_connected(10)
-                        try:
-                            await second.stream.send_all(b"again\n")
-                            assert await read_until(second.stream, 6) == b"again\n"
-                            break
-                        except (trio.BrokenResourceError, PeerUnresponsive):
-                            await second.wait_ended()  # made during the freeze: replaced
-            nursery.cancel_scope.cancel()
+            ) as sup,
+        ):
+            first = await sup.wait_connected(5)
+            assert await echo(first.stream, b"hello\n") == b"hello\n"
+            proxy.freeze()
+            assert await first.wait_ended() is DisconnectReason.HEARTBEAT_TIMEOUT
+            proxy.forward()
+            with trio.fail_after(10):
+                while True:
+                    second = await sup.wait_connected(10)
+                    try:
+                        assert await echo(second.stream, b"again\n") == b"again\n"
+                        break
+                    except (trio.BrokenResourceError, PeerUnresponsive):
+                        await second.wait_ended()  # made during the freeze: replaced
 
     trio.run(main)
 
 
 def test_a_reset_under_tls_is_classified_through_trios_wrapper(
-    certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
+    certificate: CertificateFiles, fault_proxy: FaultProxyFactory
 ) -> None:
     """The SSLStream passes on the TCP stream's BrokenResourceError (from the socket's
     ConnectionResetError): the core classifies the end by that cause, RESET."""
-    server_context, client_context = contexts(certificate)
     ends: list[tuple[DisconnectReason, BaseException | None]] = []
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_tls, server_context)
-            proxy = fault_proxy(("127.0.0.1", port))
-            async with Supervisor(
+        async with (
+            tls_server_behind_a_proxy(certificate, fault_proxy) as proxy,
+            supervise_over_tls(
+                certificate,
                 proxy.address,
                 heartbeat=None,
-                ssl_context=client_context,
-                server_hostname="127.0.0.1",
                 on_disconnect=lambda reason, error: ends.append((reason, error)),
-            ) as sup:
-                conn = await sup.wait_connected(5)
-                await conn.stream.send_all(b"hello\n")
-                assert await read_until(conn.stream, 6) == b"hello\n"
-                assert proxy.reset() == 1
-                with pytest.raises(trio.BrokenResourceError) as caught:
-                    await read_until(conn.stream, 1)
-                assert isinstance(caught.value.__cause__, ConnectionResetError)
-                assert await conn.wait_ended() is DisconnectReason.RESET
-            nursery.cancel_scope.cancel()
+            ) as sup,
+        ):
+            conn = await sup.wait_connected(5)
+            assert await echo(conn.stream, b"hello\n") == b"hello\n"
+            assert proxy.reset() == 1
+            with pytest.raises(trio.BrokenResourceError) as caught:
+                await read_until(conn.stream, 1)
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+            assert await conn.wait_ended() is DisconnectReason.RESET
         assert ends[0] == (DisconnectReason.RESET, caught.value)
 
     trio.run(main)
 
 
 def test_cancelling_during_a_tls_handshake_stops_at_once(
-    certificate: tuple[Path, Path], fault_proxy: FaultProxyFactory
+    certificate: CertificateFiles, fault_proxy: FaultProxyFactory
 ) -> None:
-    server_context, client_context = contexts(certificate)
-
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(serve_tls, server_context)
-            proxy = fault_proxy(("127.0.0.1", port))
+        async with tls_server_behind_a_proxy(certificate, fault_proxy) as proxy:
             proxy.freeze()  # the TCP connect succeeds, the handshake never completes
             started = trio.current_time()
             with trio.move_on_after(0.3) as scope:
-                async with Supervisor(
-                    proxy.address,
-                    heartbeat=FAST,
-                    connect_timeout=30,
-                    ssl_context=client_context,
-                    server_hostname="127.0.0.1",
+                async with supervise_over_tls(
+                    certificate, proxy.address, heartbeat=FAST, connect_timeout=30
                 ) as sup:
                     await sup.wait_connected()
             assert scope.cancelled_caught
@@ -239,6 +211,5 @@ def test_cancelling_during_a_tls_handshake_stops_at_once(
                 if conn.raddr and tuple(conn.raddr) == proxy.address
             ]
             assert ours == []  # the attempt's socket was closed
-            nursery.cancel_scope.cancel()
 
     trio.run(main)
