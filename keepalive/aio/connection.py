@@ -121,17 +121,26 @@ for failing callbacks. Everything here must be called from the event loop's thre
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
-from keepalive._readouts import HeartbeatReadouts
+from keepalive._async_monitors import (
+    _ACTIVE,
+    _DEAD,
+    _DEFAULT_PING,
+    _DEFAULT_PONG,
+    _STOPPED,
+    _STUCK_CHECK_FRACTION,
+    HeartbeatReadouts,
+    _call_on_dead,
+    _SchedulerBuckets,
+)
+from keepalive._async_monitors import PingHold as _PingHold
 from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive._validate import check_address, positive_int, positive_seconds
 from keepalive.config import KeepaliveConfig
@@ -144,7 +153,6 @@ from keepalive.heartbeat import (
     PeerDead,
     PingSource,
     SendPing,
-    TimerBuckets,
     Wait,
     check_ping,
     describe_stall,
@@ -192,24 +200,13 @@ OnDead: TypeAlias = Callable[["HeartbeatProtocol", PeerUnresponsive], object]
 DEFAULT_STREAM_LIMIT: Final = 2**16
 """The StreamReader buffer limit :func:`asyncio.open_connection` uses too (64 KiB)."""
 
-_DEFAULT_PING: Final = b"PING\n"
-_DEFAULT_PONG: Final = b"PONG\n"
-
 # asyncio runs a timer when ``when < loop.time() + resolution``; entries that close count as due.
 _CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
 _NEVER: Final = float("inf")
 # Size of the read buffer shared by every monitor of one loop: asyncio's own read size.
 _RECEIVE_BUFFER_SIZE: Final = 256 * 1024
-# How often (as a fraction of timeout) a ping held back behind our paused writes looks again.
-_STUCK_CHECK_FRACTION: Final = 1 / 8
-# Stale heap entries tolerated before compaction (and at least as many as the live ones).
-_COMPACT_AFTER: Final = 64
-
-# Monitor states.
+# Monitor states: this one, then _ACTIVE, _STOPPED and _DEAD (keepalive._async_monitors).
 _NEW: Final = 0  # not attached to a transport yet
-_ACTIVE: Final = 1  # heartbeat running
-_STOPPED: Final = 2  # heartbeat over, connection left alone (EOF, closing, stop(), ...)
-_DEAD: Final = 3  # peer declared dead, transport aborted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +217,7 @@ _DEAD: Final = 3  # peer declared dead, transport aborted
 # One scheduler per event loop
 
 
-class _Scheduler:
+class _Scheduler(_SchedulerBuckets["HeartbeatProtocol"]):
     """Wakes every monitor of one event loop at its deadline, from one ``call_at`` handle.
 
     Wake-up times lie on each monitor's grid (see ``_GRANULARITY_FRACTION``), so many monitors
@@ -237,22 +234,17 @@ class _Scheduler:
         "_firing",
         "_handle",
         "_loop_ref",
-        "_monitors",
-        "_stale",
         "_tasks",
-        "_timers",
         "receive_buffer",
         "receive_bytes",
     )
 
     def __init__(self, loop_ref: Callable[[], asyncio.AbstractEventLoop | None]) -> None:
+        super().__init__()
         self._loop_ref = loop_ref
-        self._timers: TimerBuckets[HeartbeatProtocol] = TimerBuckets()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = _NEVER
         self._firing = False
-        self._monitors = 0
-        self._stale = 0
         self._tasks: set[asyncio.Future[object]] = set()
         self._fire_callback = self._fire  # one bound method for every call_at
         # The loop's shared read buffer (see HeartbeatProtocol.get_buffer).
@@ -264,20 +256,6 @@ class _Scheduler:
     def add(self, monitor: HeartbeatProtocol, when: float) -> None:
         self._monitors += 1
         self.schedule(monitor, when)
-
-    def discard(self, monitor: HeartbeatProtocol) -> None:
-        """Forget ``monitor`` (its bucket entry becomes stale)."""
-        if monitor._wake is not None:
-            monitor._wake = None
-            self._stale += 1
-        self._monitors -= 1
-        if self._monitors == 0:
-            # Nothing left to wake: drop every stale entry and the timer now, not later.
-            self._timers.clear()
-            self._stale = 0
-            self._disarm()
-        elif self._stale > _COMPACT_AFTER and self._stale > self._monitors:
-            self._compact()
 
     def schedule(self, monitor: HeartbeatProtocol, when: float) -> None:
         """Wake ``monitor`` at ``when`` (rounded up to its grid), replacing its wake-up."""
@@ -343,11 +321,6 @@ class _Scheduler:
         if earliest is not None:
             self._arm(earliest)
 
-    def _compact(self) -> None:
-        """Drop stale entries (in place: _fire may be iterating over these containers)."""
-        self._timers.retain(_live_at)
-        self._stale = 0
-
     def _task_done(self, task: asyncio.Future[object]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -362,10 +335,6 @@ class _Scheduler:
             timer_armed=self._handle is not None,
             callbacks_running=len(self._tasks),
         )
-
-
-def _live_at(wake: float, monitor: HeartbeatProtocol) -> bool:
-    return monitor._wake == wake
 
 
 _SCHEDULERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scheduler] = (
@@ -508,37 +477,14 @@ class _Seldom:
         self.error: PeerUnresponsive | None = None
 
 
-class PingHold:
+class PingHold(_PingHold):
     """Defers heartbeat pings while entered (``with`` or ``async with``); see
     :meth:`HeartbeatProtocol.hold_pings`. Holds nest; the last one out sends a due ping."""
 
-    __slots__ = ("_monitor",)
+    __slots__ = ()
 
     def __init__(self, monitor: HeartbeatProtocol) -> None:
         self._monitor = monitor
-
-    def __enter__(self) -> PingHold:
-        self._monitor._seldom_state().holds += 1
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._monitor._release_hold()
-
-    async def __aenter__(self) -> PingHold:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, traceback)
 
 
 class HeartbeatProtocol(HeartbeatReadouts, asyncio.BufferedProtocol):
@@ -1015,6 +961,9 @@ class HeartbeatProtocol(HeartbeatReadouts, asyncio.BufferedProtocol):
             return False
         return True
 
+    def _hold(self) -> None:
+        self._seldom_state().holds += 1
+
     def _release_hold(self) -> None:
         seldom = self._seldom_state()
         seldom.holds -= 1
@@ -1043,14 +992,8 @@ class HeartbeatProtocol(HeartbeatReadouts, asyncio.BufferedProtocol):
 
     def _notify_dead(self, error: PeerUnresponsive) -> None:
         callback, self._on_dead = self._on_dead, None
-        if callback is None:
-            return
-        try:
-            result = callback(self, error)
-        except Exception:
-            logger.exception("on_dead callback failed")
-            return
-        if inspect.isawaitable(result):
+        result = _call_on_dead(callback, self, error, logger)
+        if result is not None:
             assert self._scheduler is not None
             self._scheduler.keep(asyncio.ensure_future(result))
 

@@ -62,7 +62,6 @@ callbacks. Everything here runs inside ``trio.run`` (one thread).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import operator
@@ -70,12 +69,22 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 import trio
 
-from keepalive._readouts import HeartbeatReadouts
+from keepalive._async_monitors import (
+    _ACTIVE,
+    _DEAD,
+    _DEFAULT_PING,
+    _DEFAULT_PONG,
+    _STOPPED,
+    _STUCK_CHECK_FRACTION,
+    HeartbeatReadouts,
+    _call_on_dead,
+    _SchedulerBuckets,
+)
+from keepalive._async_monitors import PingHold as _PingHold
 from keepalive._unread import peer_may_be_blocked, unread_bytes
 from keepalive.config import KeepaliveConfig
 from keepalive.errors import InvalidSetting, InvalidSettingType, PeerUnresponsive
@@ -88,7 +97,6 @@ from keepalive.heartbeat import (
     PeerDead,
     PingSource,
     SendPing,
-    TimerBuckets,
     Wait,
     check_ping,
     describe_stall,
@@ -122,33 +130,22 @@ OnDead: TypeAlias = Callable[["MonitoredStream", PeerUnresponsive], object]
 TrioStream: TypeAlias = "trio.SocketStream | trio.SSLStream[trio.SocketStream]"
 """What :func:`monitor` wraps: a TCP stream, or TLS over one."""
 
-_DEFAULT_PING: Final = b"PING\n"
-_DEFAULT_PONG: Final = b"PONG\n"
 # Application writes are handed to the stream in chunks this big: each chunk's completion
 # shows that our bytes are moving (see ping_stuck); big enough to cost nothing.
 _SEND_CHUNK: Final = 64 * 1024
 # Bytes asked of the inner stream per read: a TLS layer then rarely keeps decrypted bytes
 # that neither we nor FIONREAD can see.
 _RECEIVE_SIZE: Final = 256 * 1024
-# How often (as a fraction of timeout) a due ping stuck behind our own writes looks again.
-_STUCK_CHECK_FRACTION: Final = 1 / 8
-# Stale timer entries tolerated before compaction (and at least as many as the live ones).
-_COMPACT_AFTER: Final = 64
 # Whether a plain socket's ping can be written at once with os.write (a socket is a file
 # descriptor there); elsewhere a ping writer task writes it.
 _WRITE_DIRECTLY: Final = os.name == "posix"
-
-# Monitor states.
-_ACTIVE: Final = 1  # heartbeat running
-_STOPPED: Final = 2  # heartbeat over (EOF, closed, stop(), no heartbeat), stream left alone
-_DEAD: Final = 3  # peer declared dead, socket shut down
 
 
 # ---------------------------------------------------------------------------------------------
 # One scheduler per trio run
 
 
-class _Scheduler:
+class _Scheduler(_SchedulerBuckets["MonitoredStream"]):
     """Wakes every monitor of one trio run at its deadline, from one system task.
 
     A monitor's ``_wake`` names the one bucket where it is live; other appearances are stale
@@ -156,12 +153,10 @@ class _Scheduler:
     (moved earlier by :meth:`schedule`), and exits when no monitor is left.
     """
 
-    __slots__ = ("_monitors", "_running", "_sleep", "_stale", "_timers")
+    __slots__ = ("_running", "_sleep")
 
     def __init__(self) -> None:
-        self._timers: TimerBuckets[MonitoredStream] = TimerBuckets()
-        self._monitors = 0
-        self._stale = 0
+        super().__init__()
         self._running = False
         self._sleep: trio.CancelScope | None = None
 
@@ -172,20 +167,9 @@ class _Scheduler:
             self._running = True
             trio.lowlevel.spawn_system_task(self._run, name="keepalive-heartbeat")
 
-    def discard(self, monitor: MonitoredStream) -> None:
-        """Forget ``monitor`` (its bucket entry becomes stale)."""
-        if monitor._wake is not None:
-            monitor._wake = None
-            self._stale += 1
-        self._monitors -= 1
-        if self._monitors == 0:
-            self._timers.clear()
-            self._stale = 0
-            if self._sleep is not None:
-                self._sleep.cancel()  # the task ends now
-        elif self._stale > _COMPACT_AFTER and self._stale > self._monitors:
-            self._timers.retain(_live_at)
-            self._stale = 0
+    def _disarm(self) -> None:
+        if self._sleep is not None:
+            self._sleep.cancel()  # the task ends now
 
     def schedule(self, monitor: MonitoredStream, when: float) -> None:
         """Wake ``monitor`` at ``when`` (rounded up to its grid), replacing its wake-up."""
@@ -232,10 +216,6 @@ class _Scheduler:
         )
 
 
-def _live_at(wake: float, monitor: MonitoredStream) -> bool:
-    return monitor._wake == wake
-
-
 _SCHEDULER: trio.lowlevel.RunVar[_Scheduler] = trio.lowlevel.RunVar("keepalive_heartbeat")
 
 
@@ -272,37 +252,14 @@ def scheduler_stats() -> SchedulerStats:
 # The monitored stream
 
 
-class PingHold:
+class PingHold(_PingHold):
     """Defers heartbeat pings while entered (``with`` or ``async with``); see
     :meth:`MonitoredStream.hold_pings`. Holds nest; the last one out sends a due ping."""
 
-    __slots__ = ("_monitor",)
+    __slots__ = ()
 
     def __init__(self, monitor: MonitoredStream) -> None:
         self._monitor = monitor
-
-    def __enter__(self) -> PingHold:
-        self._monitor._holds += 1
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._monitor._release_hold()
-
-    async def __aenter__(self) -> PingHold:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, traceback)
 
 
 def _socket_of(stream: object) -> trio.socket.SocketType:
@@ -786,6 +743,9 @@ class MonitoredStream(HeartbeatReadouts, trio.abc.Stream):
             scheduler._stale += 1
         self._service(now, now)
 
+    def _hold(self) -> None:
+        self._holds += 1
+
     def _release_hold(self) -> None:
         self._holds -= 1
         if self._holds == 0 and self._ping_deferred:
@@ -809,14 +769,8 @@ class MonitoredStream(HeartbeatReadouts, trio.abc.Stream):
         self._turn.unpark_all()
         self._report_end(error)
         callback, self._on_dead = self._on_dead, None
-        if callback is None:
-            return
-        try:
-            result = callback(self, error)
-        except Exception:
-            logger.exception("on_dead callback failed")
-            return
-        if inspect.isawaitable(result):
+        result = _call_on_dead(callback, self, error, logger)
+        if result is not None:
             trio.lowlevel.spawn_system_task(_await_callback, result, name="keepalive-on-dead")
 
     def _report_end(self, error: BaseException | None) -> None:
