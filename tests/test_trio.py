@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+import logging
 import socket
 import struct
 import subprocess
@@ -221,6 +222,39 @@ def test_on_dead_is_called_once_with_the_stream_and_the_error(
         await stream.aclose()
 
     run(main)
+
+
+def test_a_coroutine_on_dead_is_awaited_and_a_failing_one_is_logged(
+    echo_server: EchoServer, fault_proxy: FaultProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = fault_proxy(echo_server.address)
+    awaited: list[PeerUnresponsive] = []
+
+    async def on_dead(_stream: MonitoredStream, error: PeerUnresponsive) -> None:
+        await trio.sleep(0)
+        awaited.append(error)
+
+    def broken_on_dead(_stream: MonitoredStream, error: PeerUnresponsive) -> None:
+        raise RuntimeError("on_dead bug")
+
+    async def main() -> None:
+        streams = [
+            await open_connection(*proxy.address, heartbeat=FAST, on_dead=callback)
+            for callback in (on_dead, broken_on_dead)
+        ]
+        proxy.freeze()
+        await trio.sleep(FAST.detection_bound + SLACK)
+        assert all(stream.dead for stream in streams)
+        assert awaited == [streams[0].error]
+        for stream in streams:
+            await stream.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="keepalive.trio"):
+        run(main)
+    assert any(
+        record.levelno == logging.ERROR and "on_dead" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +478,37 @@ def test_the_supervisor_heals_after_the_proxy_thaws_with_hooks_in_order(
         assert events.count("on_connect") >= 2
 
     run(main)
+
+
+def test_hooks_that_raise_are_logged_and_ignored(
+    echo_server: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("hook bug")
+
+    async def broken_async(*args: object) -> None:
+        raise RuntimeError("async hook bug")
+
+    async def main() -> None:
+        async with Supervisor(
+            echo_server.address,
+            heartbeat=FAST,  # nobody reads here: a ping finds the reset
+            retry=Backoff(initial=0.05, max_delay=0.2),
+            on_disconnect=broken,
+            on_backoff=broken_async,
+            healthy_after=0,
+        ) as sup:
+            await sup.wait_connected(5)
+            echo_server.kill_connections()
+            with trio.fail_after(10):
+                while sup.stats.connects < 2:
+                    await trio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="keepalive.supervisor"):
+        run(main)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("on_disconnect hook for" in message for message in messages)
+    assert any("on_backoff hook for" in message for message in messages)
 
 
 def test_a_handler_serves_each_connection_and_its_return_replaces_it(
