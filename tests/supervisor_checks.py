@@ -1,6 +1,7 @@
 """What the tests of the blocking and the asyncio supervisors share.
 
-Both front-ends drive the same supervision core, so their tests run the same scenarios: the
+Both front-ends (and trio's, for the hooks) drive the same supervision core, so their tests
+run the same scenarios: the
 timings, the arguments to refuse, the record of the hooks' calls and the checks of what a
 scenario leaves behind live here once (the peers that refuse or never answer live in
 ``loopback_peers``). Each front-end keeps its own test of each scenario (blocking calls in
@@ -11,6 +12,7 @@ names the front-end that broke.
 from __future__ import annotations
 
 import errno
+import logging
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -219,3 +221,18 @@ def handler_ends(events: HookRecords[Connection], reconnects: int) -> None:
         (DisconnectReason.CLOSED, type(None)),
     ]
     assert reconnects == 2
+
+
+def broken_hook(*args: object) -> None:
+    raise RuntimeError("hook bug")
+
+
+async def broken_async_hook(*args: object) -> None:
+    raise RuntimeError("async hook bug")
+
+
+def raising_hooks_were_logged(records: list[logging.LogRecord]) -> None:
+    """``on_disconnect=broken_hook, on_backoff=broken_async_hook``: both logged, both ignored."""
+    messages = [record.getMessage() for record in records]
+    assert any("on_disconnect hook for" in message for message in messages)
+    assert any("on_backoff hook for" in message for message in messages)

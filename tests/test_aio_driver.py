@@ -26,13 +26,13 @@ import threading
 import time
 import tracemalloc
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import loops
 import pytest
-from loops import on_uvloop
+from loops import on_uvloop, wait_until
 
 from keepalive import aio
 from keepalive.config import KeepaliveConfig
@@ -52,14 +52,6 @@ pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 def run(coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
     return loops.run(asyncio.wait_for(coroutine, timeout))
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 def monitor(writer: asyncio.StreamWriter) -> aio.HeartbeatProtocol:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, NamedTuple
 
 import loops
 import pytest
+from loops import wait_until
 
 from keepalive import aio
 from keepalive.errors import PeerUnresponsive
@@ -34,14 +35,6 @@ QUIET = HeartbeatConfig(interval=60.0, timeout=30.0)
 
 def run(coroutine: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
     return loops.run(asyncio.wait_for(coroutine, timeout))
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 class ScriptedPeer:

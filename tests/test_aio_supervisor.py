@@ -33,6 +33,7 @@ import pytest
 import supervisor_checks as checks
 import tls_certs
 from loopback_peers import black_hole, down_server, open_fds
+from loops import wait_until
 from netns import Namespace
 from servers import free_port
 from supervisor_checks import BAD_ARGUMENTS, FAST, QUICK, SLACK, WAIT, HookRecords
@@ -59,14 +60,6 @@ pytestmark = pytest.mark.usefixtures("event_loop_kind")
 
 def run(coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
     return loops.run(asyncio.wait_for(coroutine, timeout))
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.002)
 
 
 class Events(HookRecords[SupervisedConnection]):
@@ -856,18 +849,12 @@ def test_a_handler_waiting_on_something_else_is_cancelled_by_aclose(
 def test_hooks_that_raise_are_logged_and_ignored(
     echo_server: EchoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*args: object) -> None:
-        raise RuntimeError("hook bug")
-
-    async def broken_async(*args: object) -> None:
-        raise RuntimeError("async hook bug")
-
     async def main() -> None:
         async with Supervisor(
             echo_server.address,
             retry=QUICK,
-            on_disconnect=broken,
-            on_backoff=broken_async,
+            on_disconnect=checks.broken_hook,
+            on_backoff=checks.broken_async_hook,
             healthy_after=0,
         ) as sup:
             await sup.wait_connected(timeout=WAIT)
@@ -876,9 +863,7 @@ def test_hooks_that_raise_are_logged_and_ignored(
 
     with caplog.at_level(logging.ERROR, logger="keepalive.supervisor"):
         run(main())
-    messages = [record.getMessage() for record in caplog.records]
-    assert any("on_disconnect hook for" in message for message in messages)
-    assert any("on_backoff hook for" in message for message in messages)
+    checks.raising_hooks_were_logged(caplog.records)
 
 
 # ---------------------------------------------------------------------------------------------
