@@ -39,3 +39,18 @@ def black_hole() -> Iterator[tuple[str, int]]:
 def open_fds() -> int:
     """How many file descriptors this process has open (Linux: /proc/self/fd)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def sockets_connected_to(address: tuple[str, int]) -> int:
+    """How many TCP sockets of this process are connected to ``address`` (their client ends;
+    psutil lists a process's own descriptors, so a closed socket no longer counts)."""
+    import psutil
+
+    process = psutil.Process()
+    # psutil 6 renamed connections() to net_connections().
+    list_connections = getattr(process, "net_connections", None) or process.connections
+    return sum(
+        1
+        for connection in list_connections(kind="tcp")
+        if connection.raddr and (connection.raddr.ip, connection.raddr.port) == tuple(address)
+    )
