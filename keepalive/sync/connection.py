@@ -249,23 +249,17 @@ def monitor(
     socket and consumes the pongs itself, so pongs never wake the application's reader
     threads (see :mod:`keepalive.sync.selector`).
     """
+    tls = ssl is not None or server_hostname is not None or handshake_timeout is not None
+    kind: type[MonitoredSocket] = MonitoredSocket
     if mode != "default":
         if mode != "selector":
             raise InvalidSetting("mode", mode, "'default' or 'selector'")
-        if ssl is not None or server_hostname is not None or handshake_timeout is not None:
+        if tls:
             raise InvalidSetting("mode", mode, "'default' with TLS (selector mode is plain only)")
-        return _SELECTOR_MODE[0](
-            sock,
-            heartbeat=heartbeat,
-            ping=ping,
-            pong=pong,
-            framing=framing,
-            on_dead=on_dead,
-            keepalive=keepalive,
-        )
-    if ssl is not None or server_hostname is not None or handshake_timeout is not None:
+        kind = _SELECTOR_MODE[0]
+    elif tls:
         sock = _start_tls(sock, ssl, server_hostname, handshake_timeout)
-    return MonitoredSocket(
+    return kind(
         sock,
         heartbeat=heartbeat,
         ping=ping,
